@@ -1,0 +1,235 @@
+/**
+ * HTTP/2 listener adapter on node:http2 (h2c prior knowledge and h2 over TLS). Each stream
+ * becomes a RequestContext whose `rawHeaders` is node's raw header list (pseudo-headers
+ * included; the engine's header builders skip them). The response goes back through an
+ * H2Exchange. node:http2's `respond()` takes only a header object, so one is built here, at
+ * the boundary, once per response: the one header object of this path (decision log).
+ *
+ * Responses always use `waitForTrailers`: trailers are known only when the upstream body ends,
+ * and with no trailers node ends the stream with an empty DATA frame carrying END_STREAM.
+ */
+import http2 from 'node:http2';
+import type { Socket } from 'node:net';
+import type { ContextArena } from '../../src/arena.js';
+import { Hold, type DownstreamWriter, type RequestContext } from '../../src/context.js';
+import { ErrorCode, SkiffError } from '../../src/errors.js';
+import type { FrameSource } from '../../src/frames.js';
+import type { ProxyEngine } from '../../src/proxy/engine.js';
+import type { Limits, ListenerConfig } from '../../src/config/types.js';
+import { flatToHeaderObject, headerObjectToFlat } from './header-object.js';
+
+const kExchange = Symbol('skiff.h2.exchange');
+type TaggedStream = http2.ServerHttp2Stream & { [kExchange]: H2Exchange | null };
+
+const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_CANCEL, NGHTTP2_NO_ERROR } = http2.constants;
+
+export class H2Exchange implements DownstreamWriter, FrameSource {
+  readonly ctx: RequestContext;
+  readonly gen: number;
+  readonly engine: ProxyEngine;
+  readonly stream: http2.ServerHttp2Stream;
+  trailers: http2.OutgoingHttpHeaders | null;
+  isEnded: boolean;
+  isRequestDone: boolean;
+
+  constructor(engine: ProxyEngine, ctx: RequestContext, stream: http2.ServerHttp2Stream) {
+    this.ctx = ctx;
+    this.gen = ctx.generation;
+    this.engine = engine;
+    this.stream = stream;
+    this.trailers = null;
+    this.isEnded = false;
+    this.isRequestDone = false;
+  }
+
+  writeHead(status: number, rawHeaders: readonly string[]): void {
+    const s = this.stream;
+    if (s.destroyed || s.closed) return;
+    const headers = flatToHeaderObject(rawHeaders);
+    headers[':status'] = status;
+    s.respond(headers, { waitForTrailers: true });
+  }
+
+  writeError(status: number, code: string, body: string): void {
+    const s = this.stream;
+    if (s.destroyed || s.closed) return;
+    if (s.headersSent) {
+      s.close(NGHTTP2_INTERNAL_ERROR);
+      return;
+    }
+    this.isEnded = true;
+    s.respond({
+      ':status': status,
+      'content-type': 'text/plain; charset=utf-8',
+      'content-length': Buffer.byteLength(body),
+      'x-skiff-error': code,
+    });
+    s.end(body);
+  }
+
+  abort(_err: SkiffError): void {
+    if (!this.stream.destroyed) this.stream.close(NGHTTP2_INTERNAL_ERROR);
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.stream.destroyed) return true;
+    return this.stream.write(chunk);
+  }
+
+  onTrailers(raw: readonly string[]): void {
+    this.trailers = flatToHeaderObject(raw);
+  }
+
+  onEnd(): void {
+    this.isEnded = true;
+    if (!this.stream.destroyed) this.stream.end();
+  }
+
+  onReset(err: SkiffError): void {
+    this.abort(err);
+  }
+
+  pauseSource(): void {
+    this.stream.pause();
+  }
+
+  resumeSource(): void {
+    this.stream.resume();
+  }
+}
+
+function onWantTrailers(this: TaggedStream): void {
+  const ex = this[kExchange];
+  const trailers = ex === null ? null : ex.trailers;
+  this.sendTrailers(trailers ?? {});
+}
+
+function onStreamData(this: TaggedStream, chunk: Buffer): void {
+  const ex = this[kExchange];
+  if (ex !== null && !ex.isRequestDone && ex.ctx.isLive(ex.gen)) ex.ctx.requestBody.push(chunk);
+}
+
+function onStreamTrailers(this: TaggedStream, headers: http2.IncomingHttpHeaders): void {
+  const ex = this[kExchange];
+  if (ex !== null && !ex.isRequestDone && ex.ctx.isLive(ex.gen)) ex.ctx.requestBody.pushTrailers(headerObjectToFlat(headers));
+}
+
+function onStreamEnd(this: TaggedStream): void {
+  const ex = this[kExchange];
+  if (ex === null || ex.isRequestDone || !ex.ctx.isLive(ex.gen)) return;
+  ex.isRequestDone = true;
+  ex.ctx.requestBody.end();
+  ex.ctx.release(Hold.RequestBody);
+}
+
+function onStreamClose(this: TaggedStream): void {
+  const ex = this[kExchange];
+  if (ex === null) return;
+  this[kExchange] = null;
+  if (!ex.ctx.isLive(ex.gen)) return;
+  const ctx = ex.ctx;
+  const gen = ex.gen;
+  if (!ex.isRequestDone) {
+    ex.isRequestDone = true;
+    if (ctx.requestBody.isOpen) {
+      ctx.requestBody.reset(new SkiffError(ErrorCode.DownstreamReset, 'downstream', 'client reset the stream before the request body ended'));
+    }
+    ctx.release(Hold.RequestBody);
+  }
+  if (!ctx.isLive(gen)) return;
+  const isAborted = !ex.isEnded || (this.rstCode !== NGHTTP2_NO_ERROR && this.rstCode !== undefined && !this.writableFinished);
+  ex.engine.onDownstreamDone(ctx, gen, isAborted);
+}
+
+function onStreamDrain(this: TaggedStream): void {
+  const ex = this[kExchange];
+  if (ex !== null && ex.ctx.isLive(ex.gen)) ex.ctx.responseBody.resumeSink();
+}
+
+function onStreamError(this: TaggedStream): void {
+  // The 'close' event that follows does the cleanup; this listener keeps the error handled.
+}
+
+export class H2Listener {
+  readonly server: http2.Http2Server;
+  private readonly engine: ProxyEngine;
+  private readonly arena: ContextArena;
+  readonly config: ListenerConfig;
+  private readonly scheme: string;
+
+  constructor(engine: ProxyEngine, arena: ContextArena, config: ListenerConfig, limits: Limits, isTls: boolean) {
+    this.engine = engine;
+    this.arena = arena;
+    this.config = config;
+    this.scheme = isTls ? 'https' : 'http';
+    this.server = http2.createServer({
+      maxSessionMemory: 64,
+      settings: {
+        maxConcurrentStreams: 256,
+        maxHeaderListSize: limits.maxHeaderBytes,
+        initialWindowSize: Math.max(65535, Math.min(limits.streamBufferBytes, 2 ** 31 - 1)),
+      },
+    });
+    this.server.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: string[]) =>
+      this.onStream(stream, headers, rawHeaders));
+    this.server.on('sessionError', () => { /* the session is destroyed; its streams close */ });
+    this.server.on('session', (session: http2.ServerHttp2Session) => {
+      session.on('error', () => { /* handled by stream/session close */ });
+    });
+  }
+
+  attach(socket: Socket): void {
+    this.server.emit('connection', socket);
+  }
+
+  private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, rawHeaders: string[]): void {
+    const ctx = this.arena.acquire();
+    ctx.protocol = 'h2';
+    ctx.method = headerString(headers[':method'], 'GET');
+    ctx.scheme = this.scheme;
+    ctx.path = headerString(headers[':path'], '/');
+    ctx.authority = headerString(headers[':authority'], headerString(headers.host, ''));
+    ctx.rawHeaders = rawHeaders;
+    ctx.remoteAddress = stream.session?.socket?.remoteAddress ?? '';
+    ctx.listenerName = this.config.name;
+    ctx.routeTable = this.config.routes;
+    ctx.startTime = performance.now();
+    const rid = headers['x-request-id'];
+    if (typeof rid === 'string') ctx.requestId = rid;
+    const cl = headers['content-length'];
+    ctx.contentLength = typeof cl === 'string' ? Number(cl) : -1;
+    ctx.hasRequestBody = !stream.endAfterHeaders;
+
+    const ex = new H2Exchange(this.engine, ctx, stream);
+    ctx.downstream = ex;
+    const t = stream as TaggedStream;
+    t[kExchange] = ex;
+    stream.on('wantTrailers', onWantTrailers);
+    stream.on('drain', onStreamDrain);
+    stream.on('close', onStreamClose);
+    stream.on('error', onStreamError);
+    if (ctx.hasRequestBody) {
+      ctx.requestBody.source = ex;
+      stream.on('data', onStreamData);
+      stream.on('trailers', onStreamTrailers);
+      stream.on('end', onStreamEnd);
+    } else {
+      ex.isRequestDone = true;
+      ctx.requestBody.end();
+      ctx.release(Hold.RequestBody);
+    }
+    this.engine.handle(ctx);
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+function headerString(v: string | string[] | undefined, fallback: string): string {
+  if (typeof v === 'string') return v;
+  if (Array.isArray(v) && v.length > 0) return v[0];
+  return fallback;
+}
+
+export { NGHTTP2_CANCEL };

@@ -1,0 +1,316 @@
+/**
+ * Config loading: YAML text → validated, frozen ConfigSnapshot (DESIGN invariant 6).
+ *
+ * Pipeline: `yaml` parses with a LineCounter (syntax errors become issues with their line),
+ * zod checks shape, units and per-object rules (schema.ts), then `build` runs the checks that
+ * span the document (references, unique names, clashing addresses) and fills defaults. Every
+ * problem is collected, not just the first, and each is reported as `FILE:LINE: key.path:
+ * message`, the line found by walking the YAML node tree along the issue's path (a missing key
+ * reports the line of its parent). Nothing here touches sockets or certificate files: TLS paths
+ * are only resolved against the config file's folder; reading them is the listener's job.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { isAlias, isMap, isNode, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
+import { RouteTable } from '../routing/router.js';
+import { DEFAULT_CONFIG_SOURCE, DEFAULT_CONFIG_YAML } from './default.js';
+import { configErrorMap, configSchema, type RawCluster, type RawConfig, type RawListener } from './schema.js';
+import type {
+  ClusterConfig,
+  ConfigSnapshot,
+  Limits,
+  ListenerConfig,
+  RouteConfig,
+  SocketAddress,
+  TlsFiles,
+  UpstreamTls,
+} from './types.js';
+
+export interface ConfigIssue {
+  /** Key path in the document, e.g. `listeners[0].address`; '' for the document itself. */
+  readonly path: string;
+  /** 1-based line in the source; 0 when unknown. */
+  readonly line: number;
+  readonly message: string;
+}
+
+/** Every problem found in one config source. `message` lists them, one `FILE:LINE: path: message` per line. */
+export class ConfigError extends Error {
+  readonly source: string;
+  readonly issues: readonly ConfigIssue[];
+
+  constructor(source: string, issues: readonly ConfigIssue[]) {
+    super(issues.map((i) => formatIssue(source, i)).join('\n'));
+    this.name = 'ConfigError';
+    this.source = source;
+    this.issues = Object.freeze(issues.slice());
+  }
+}
+
+function formatIssue(source: string, issue: ConfigIssue): string {
+  const where = issue.line > 0 ? `${source}:${issue.line}` : source;
+  return issue.path === '' ? `${where}: ${issue.message}` : `${where}: ${issue.path}: ${issue.message}`;
+}
+
+export const DEFAULT_LIMITS: Limits = Object.freeze({
+  maxHeaderBytes: 16384,
+  streamBufferBytes: 256 * 1024,
+  headersTimeoutMs: 10_000,
+  keepAliveTimeoutMs: 60_000,
+  drainTimeoutMs: 20_000,
+});
+export const DEFAULT_ROUTE_TIMEOUT_MS = 15_000;
+export const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
+export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
+export const DEFAULT_MAX_CONNECTIONS_HTTP1 = 64;
+export const DEFAULT_MAX_CONNECTIONS_H2 = 4;
+export const DEFAULT_MAX_PENDING = 1024;
+
+type PathSegment = string | number;
+
+/**
+ * Parses and validates one config document. `source` names it in messages (a file path or
+ * 'embedded default'); relative TLS paths are resolved against `baseDir`. Throws ConfigError
+ * listing every issue; never returns a partial snapshot.
+ */
+export function parseConfig(text: string, source: string, baseDir: string, version: number): ConfigSnapshot {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
+  if (doc.errors.length > 0) {
+    throw new ConfigError(
+      source,
+      doc.errors.map((e) => ({ path: '', line: lineCounter.linePos(e.pos[0]).line, message: `YAML: ${e.message}` })),
+    );
+  }
+  let data: unknown;
+  try {
+    data = doc.toJS();
+  } catch (err) {
+    // Unresolved aliases and alias bombs surface here, not in doc.errors.
+    throw new ConfigError(source, [{ path: '', line: 0, message: `YAML: ${err instanceof Error ? err.message : String(err)}` }]);
+  }
+  const lines = new LineFinder(doc, lineCounter);
+  if (data === null || data === undefined) {
+    throw new ConfigError(source, [{ path: '', line: 0, message: 'the document is empty' }]);
+  }
+  const result = configSchema.safeParse(data, { error: configErrorMap });
+  if (!result.success) {
+    const issues: ConfigIssue[] = [];
+    for (const iss of result.error.issues) {
+      const path = iss.path.filter(isSegment);
+      if (iss.code === 'unrecognized_keys') {
+        for (const key of iss.keys) issues.push(lines.issue([...path, key], `unknown key "${key}"`));
+      } else {
+        issues.push(lines.issue(path, iss.message));
+      }
+    }
+    throw new ConfigError(source, sortIssues(issues));
+  }
+  const issues: ConfigIssue[] = [];
+  const snapshot = build(result.data, source, baseDir, version, (path, message) => issues.push(lines.issue(path, message)));
+  if (issues.length > 0) throw new ConfigError(source, sortIssues(issues));
+  return snapshot;
+}
+
+/** Reads a config file; relative TLS and CA paths are resolved against the file's folder. */
+export function loadConfigFile(path: string, version: number): ConfigSnapshot {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(path, [{ path: '', line: 0, message: `cannot read the file: ${err instanceof Error ? err.message : String(err)}` }]);
+  }
+  return parseConfig(text, path, dirname(resolve(path)), version);
+}
+
+/** The embedded default (one inbound listener on 127.0.0.1:15006 to 127.0.0.1:8080, admin on 15000). */
+export function defaultSnapshot(version: number): ConfigSnapshot {
+  return parseConfig(DEFAULT_CONFIG_YAML, DEFAULT_CONFIG_SOURCE, process.cwd(), version);
+}
+
+// ---------------------------------------------------------------------------------------
+// Build: cross-document checks and defaults
+// ---------------------------------------------------------------------------------------
+
+type Report = (path: readonly PathSegment[], message: string) => void;
+
+function build(raw: RawConfig, source: string, baseDir: string, version: number, report: Report): ConfigSnapshot {
+  const clusters = new Map<string, ClusterConfig>();
+  (raw.clusters ?? []).forEach((c, i) => {
+    if (clusters.has(c.name)) {
+      report(['clusters', i, 'name'], `duplicate cluster name "${c.name}"`);
+      return;
+    }
+    clusters.set(c.name, buildCluster(c, baseDir));
+  });
+
+  const routeTables = new Map<string, RouteTable>();
+  for (const [tableName, entries] of Object.entries(raw.routes ?? {})) {
+    const routes: RouteConfig[] = [];
+    entries.forEach((r, i) => {
+      if (!clusters.has(r.cluster)) report(['routes', tableName, i, 'cluster'], `no cluster named "${r.cluster}"`);
+      routes.push(Object.freeze({ match: r.match, cluster: r.cluster, timeoutMs: r.timeout ?? DEFAULT_ROUTE_TIMEOUT_MS }));
+    });
+    routeTables.set(tableName, new RouteTable(Object.freeze(routes)));
+  }
+
+  const listeners: ListenerConfig[] = [];
+  const names = new Map<string, number>();
+  const addresses = new Map<string, string>();
+  let admin: SocketAddress | null = null;
+  if (raw.admin !== undefined && raw.admin !== null) {
+    admin = Object.freeze(raw.admin.address);
+    claimAddress(addresses, admin, 'admin', ['admin', 'address'], report);
+  }
+  raw.listeners.forEach((l, i) => {
+    const first = names.get(l.name);
+    if (first !== undefined) report(['listeners', i, 'name'], `duplicate listener name "${l.name}" (first at listeners[${first}])`);
+    else names.set(l.name, i);
+    if (!routeTables.has(l.routes)) report(['listeners', i, 'routes'], `no route table named "${l.routes}"`);
+    claimAddress(addresses, l.address, `listeners[${i}]`, ['listeners', i, 'address'], report);
+    listeners.push(buildListener(l, baseDir));
+  });
+
+  const limits: Limits =
+    raw.limits === undefined
+      ? DEFAULT_LIMITS
+      : Object.freeze({
+          maxHeaderBytes: raw.limits.maxHeaderBytes ?? DEFAULT_LIMITS.maxHeaderBytes,
+          streamBufferBytes: raw.limits.streamBufferBytes ?? DEFAULT_LIMITS.streamBufferBytes,
+          headersTimeoutMs: raw.limits.headersTimeout ?? DEFAULT_LIMITS.headersTimeoutMs,
+          keepAliveTimeoutMs: raw.limits.keepAliveTimeout ?? DEFAULT_LIMITS.keepAliveTimeoutMs,
+          drainTimeoutMs: raw.limits.drainTimeout ?? DEFAULT_LIMITS.drainTimeoutMs,
+        });
+
+  return Object.freeze({
+    version,
+    source,
+    admin,
+    listeners: Object.freeze(listeners),
+    routeTables,
+    clusters,
+    limits,
+  });
+}
+
+/** Two sockets on one fixed host:port cannot both listen; port 0 (ephemeral) never clashes. */
+function claimAddress(taken: Map<string, string>, a: SocketAddress, owner: string, path: readonly PathSegment[], report: Report): void {
+  if (a.port === 0) return;
+  const key = `${a.host}|${a.port}`;
+  const other = taken.get(key);
+  if (other !== undefined) report(path, `address already used by ${other}`);
+  else taken.set(key, owner);
+}
+
+function buildListener(l: RawListener, baseDir: string): ListenerConfig {
+  const tls: TlsFiles | null =
+    l.tls === undefined || l.tls === null ? null : Object.freeze({ cert: resolve(baseDir, l.tls.cert), key: resolve(baseDir, l.tls.key) });
+  return Object.freeze({
+    name: l.name,
+    address: Object.freeze(l.address),
+    protocols: Object.freeze(l.protocols.slice()),
+    tls,
+    routes: l.routes,
+  });
+}
+
+function buildCluster(c: RawCluster, baseDir: string): ClusterConfig {
+  let tls: UpstreamTls | null = null;
+  if (c.tls !== undefined && c.tls !== null) {
+    tls = Object.freeze({
+      ca: c.tls.ca === undefined || c.tls.ca === null ? null : resolve(baseDir, c.tls.ca),
+      servername: c.tls.servername ?? null,
+      insecureSkipVerify: c.tls.insecureSkipVerify ?? false,
+    });
+  } else if (c.protocol === 'h2') {
+    tls = Object.freeze({ ca: null, servername: null, insecureSkipVerify: false });
+  }
+  return Object.freeze({
+    name: c.name,
+    protocol: c.protocol,
+    endpoints: Object.freeze(c.endpoints.map((e) => Object.freeze(e))),
+    maxBodyBytes: c.maxBodyBytes ?? 0,
+    connectTimeoutMs: c.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT_MS,
+    idleTimeoutMs: c.idleTimeout ?? DEFAULT_IDLE_TIMEOUT_MS,
+    maxConnectionsPerEndpoint:
+      c.maxConnectionsPerEndpoint ?? (c.protocol === 'http1' ? DEFAULT_MAX_CONNECTIONS_HTTP1 : DEFAULT_MAX_CONNECTIONS_H2),
+    maxPendingPerEndpoint: c.maxPendingPerEndpoint ?? DEFAULT_MAX_PENDING,
+    tls,
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue paths and lines
+// ---------------------------------------------------------------------------------------
+
+function isSegment(s: PropertyKey): s is PathSegment {
+  return typeof s === 'string' || typeof s === 'number';
+}
+
+function sortIssues(issues: ConfigIssue[]): ConfigIssue[] {
+  // Stable: issues on one line keep the order they were found in; unknown lines go last.
+  return issues.sort((a, b) => (a.line === 0 ? Infinity : a.line) - (b.line === 0 ? Infinity : b.line));
+}
+
+const IDENT_RE = /^[A-Za-z_][A-Za-z0-9_-]*$/;
+
+/** `['listeners', 0, 'address']` → `listeners[0].address`; odd keys are quoted: `routes["a.b"]`. */
+export function formatPath(path: readonly PathSegment[]): string {
+  let out = '';
+  for (const seg of path) {
+    if (typeof seg === 'number') out += `[${seg}]`;
+    else if (IDENT_RE.test(seg)) out += out === '' ? seg : `.${seg}`;
+    else out += `[${JSON.stringify(seg)}]`;
+  }
+  return out;
+}
+
+/** Maps issue paths to lines by walking the YAML node tree. */
+class LineFinder {
+  private readonly doc: Document;
+  private readonly lineCounter: LineCounter;
+
+  constructor(doc: Document, lineCounter: LineCounter) {
+    this.doc = doc;
+    this.lineCounter = lineCounter;
+  }
+
+  issue(path: readonly PathSegment[], message: string): ConfigIssue {
+    return { path: formatPath(path), line: this.lineOf(path), message };
+  }
+
+  /**
+   * The line of the key at the end of `path` (for a list item, the item's own line). When the
+   * path leaves the document (a missing key), the line of the deepest node that exists.
+   */
+  lineOf(path: readonly PathSegment[]): number {
+    let node: unknown = this.doc.contents;
+    let line = this.nodeLine(node);
+    for (const seg of path) {
+      node = this.deref(node);
+      if (isMap(node)) {
+        const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === String(seg));
+        if (pair === undefined) break;
+        line = this.nodeLine(pair.key) || this.nodeLine(pair.value) || line;
+        node = pair.value;
+      } else if (isSeq(node) && typeof seg === 'number') {
+        const item: unknown = node.items[seg];
+        if (item === undefined) break;
+        line = this.nodeLine(item) || line;
+        node = item;
+      } else {
+        break;
+      }
+    }
+    return line;
+  }
+
+  private deref(node: unknown): unknown {
+    return isAlias(node) ? node.resolve(this.doc) : node;
+  }
+
+  private nodeLine(node: unknown): number {
+    if (!isNode(node) || node.range === undefined || node.range === null) return 0;
+    return this.lineCounter.linePos(node.range[0]).line;
+  }
+}

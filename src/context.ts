@@ -1,0 +1,181 @@
+/**
+ * RequestContext: the one protocol-agnostic view of a request (DESIGN invariant 1). Every
+ * listener fills one at its boundary; routing, pool, policy and telemetry read only this.
+ *
+ * Shape discipline (invariant 3): every field is set in the constructor, in one order, and
+ * `recycle()` resets them in place. Header lists are flat [name, value, ...] arrays referenced
+ * from the parser (node:http's rawHeaders, node:http2's raw header list), never rebuilt.
+ *
+ * Lifetime (invariant 4): contexts come from a ContextArena. A context goes back only when all
+ * of its holds are released: the response is finished downstream, the request body is drained
+ * or discarded, and telemetry has read it. `generation` grows on every recycle; a holder keeps
+ * the generation it started with and `check(gen)` throws on a late use.
+ */
+import { ErrorCode, SkiffError } from './errors.js';
+import { FrameQueue, type FrameSink } from './frames.js';
+import type { ClusterConfig, ConfigSnapshot, RouteConfig } from './config/types.js';
+
+export type RequestProtocol = 'http1' | 'h2' | 'h3';
+
+/**
+ * The downstream half of an exchange, implemented by each listener's adapter. As a FrameSink
+ * it consumes `ctx.responseBody`; `onReset` aborts the exchange downstream.
+ */
+export interface DownstreamWriter extends FrameSink {
+  /** Sends the response head. `rawHeaders` is a flat list already free of hop-by-hop fields. */
+  writeHead(status: number, rawHeaders: readonly string[]): void;
+  /** Sends a complete error response (head and short plain-text body). */
+  writeError(status: number, code: string, body: string): void;
+  /** Aborts the exchange after the head went out: HTTP/2 RST_STREAM, HTTP/1.1 socket destroy. */
+  abort(err: SkiffError): void;
+}
+
+/** Bits of `RequestContext.holds`: the context is recycled when all are released. */
+export const Hold = {
+  Response: 1,
+  RequestBody: 2,
+  Telemetry: 4,
+  All: 7,
+} as const;
+
+export interface ContextOwner {
+  releaseContext(ctx: RequestContext): void;
+}
+
+export class RequestContext {
+  generation: number;
+  holds: number;
+  owner: ContextOwner | null;
+  // ---- request metadata, referenced from the parser ----
+  protocol: RequestProtocol;
+  method: string;
+  scheme: string;
+  authority: string;
+  path: string;
+  rawHeaders: readonly string[];
+  /** Declared request body length; -1 when unknown (chunked, HTTP/2 without content-length). */
+  contentLength: number;
+  hasRequestBody: boolean;
+  requestId: string;
+  remoteAddress: string;
+  listenerName: string;
+  /** Name of the listener's route table. */
+  routeTable: string;
+  startTime: number;
+  // ---- decisions ----
+  snapshot: ConfigSnapshot | null;
+  route: RouteConfig | null;
+  cluster: ClusterConfig | null;
+  endpointKey: string;
+  // ---- bodies ----
+  requestBody: FrameQueue;
+  responseBody: FrameQueue;
+  // ---- response ----
+  downstream: DownstreamWriter | null;
+  responseStatus: number;
+  isResponseStarted: boolean;
+  /** The downstream response is finished or aborted. */
+  isFinished: boolean;
+  /** The upstream exchange is over (done, failed, cancelled, or never started). */
+  isUpstreamDone: boolean;
+  error: SkiffError | null;
+  timer: NodeJS.Timeout | null;
+  /** Reused scratch list for the upstream request head (no allocation after warm-up). */
+  outHeaders: string[];
+  /** Reused scratch list for the downstream response head. */
+  responseHeaders: string[];
+  /** Opaque slot for the upstream exchange that currently serves this context. */
+  upstreamHandle: { cancel(err: SkiffError): void } | null;
+
+  constructor(bufferBytes: number) {
+    this.generation = 0;
+    this.holds = 0;
+    this.owner = null;
+    this.protocol = 'http1';
+    this.method = '';
+    this.scheme = 'http';
+    this.authority = '';
+    this.path = '';
+    this.rawHeaders = EMPTY;
+    this.contentLength = -1;
+    this.hasRequestBody = false;
+    this.requestId = '';
+    this.remoteAddress = '';
+    this.listenerName = '';
+    this.routeTable = '';
+    this.startTime = 0;
+    this.snapshot = null;
+    this.route = null;
+    this.cluster = null;
+    this.endpointKey = '';
+    this.requestBody = new FrameQueue(bufferBytes);
+    this.responseBody = new FrameQueue(bufferBytes);
+    this.downstream = null;
+    this.responseStatus = 0;
+    this.isResponseStarted = false;
+    this.isFinished = false;
+    this.isUpstreamDone = false;
+    this.error = null;
+    this.timer = null;
+    this.outHeaders = [];
+    this.responseHeaders = [];
+    this.upstreamHandle = null;
+  }
+
+  /** Throws when `gen` belongs to an earlier life of this context (a late use). */
+  check(gen: number): void {
+    if (gen !== this.generation) {
+      throw new SkiffError(ErrorCode.StaleContext, 'internal', `context used after recycle (generation ${gen}, now ${this.generation})`);
+    }
+  }
+
+  /** True when `gen` is still this context's current life. */
+  isLive(gen: number): boolean {
+    return gen === this.generation;
+  }
+
+  /** Releases one hold; the last one hands the context back to its arena. */
+  release(hold: number): void {
+    if ((this.holds & hold) === 0) return;
+    this.holds &= ~hold;
+    if (this.holds === 0 && this.owner !== null) this.owner.releaseContext(this);
+  }
+
+  /** Resets every field in place for the next request and bumps the generation. */
+  recycle(bufferBytes: number): void {
+    this.generation++;
+    this.holds = 0;
+    this.protocol = 'http1';
+    this.method = '';
+    this.scheme = 'http';
+    this.authority = '';
+    this.path = '';
+    this.rawHeaders = EMPTY;
+    this.contentLength = -1;
+    this.hasRequestBody = false;
+    this.requestId = '';
+    this.remoteAddress = '';
+    this.listenerName = '';
+    this.routeTable = '';
+    this.startTime = 0;
+    this.snapshot = null;
+    this.route = null;
+    this.cluster = null;
+    this.endpointKey = '';
+    this.requestBody.recycle(bufferBytes);
+    this.responseBody.recycle(bufferBytes);
+    this.downstream = null;
+    this.responseStatus = 0;
+    this.isResponseStarted = false;
+    this.isFinished = false;
+    this.isUpstreamDone = false;
+    this.error = null;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    this.outHeaders.length = 0;
+    this.responseHeaders.length = 0;
+    this.upstreamHandle = null;
+  }
+}
+
+const EMPTY: readonly string[] = [];

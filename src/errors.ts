@@ -1,0 +1,104 @@
+/**
+ * The one error type of Skiff. Every failure on the data path becomes a SkiffError with a
+ * stable code, the side it came from and whether a retry is safe. Exactly one function,
+ * `errorResponse`, maps an error to what the downstream sees (status, plain-text body,
+ * `x-skiff-error` header); adapters that can no longer send a status reset the stream instead.
+ */
+
+export type ErrorSource = 'upstream' | 'downstream' | 'internal';
+
+export const ErrorCode = {
+  BadRequest: 'SKIFF_ERR_BAD_REQUEST',
+  NoRoute: 'SKIFF_ERR_NO_ROUTE',
+  BodyTooLarge: 'SKIFF_ERR_BODY_TOO_LARGE',
+  HeadersTooLarge: 'SKIFF_ERR_HEADERS_TOO_LARGE',
+  MethodNotAllowed: 'SKIFF_ERR_METHOD_NOT_ALLOWED',
+  UpstreamConnect: 'SKIFF_ERR_UPSTREAM_CONNECT',
+  UpstreamReset: 'SKIFF_ERR_UPSTREAM_RESET',
+  UpstreamProtocol: 'SKIFF_ERR_UPSTREAM_PROTOCOL',
+  NoEndpoint: 'SKIFF_ERR_NO_ENDPOINT',
+  Overloaded: 'SKIFF_ERR_OVERLOADED',
+  NoCluster: 'SKIFF_ERR_NO_CLUSTER',
+  Timeout: 'SKIFF_ERR_TIMEOUT',
+  ConnectTimeout: 'SKIFF_ERR_CONNECT_TIMEOUT',
+  DownstreamReset: 'SKIFF_ERR_DOWNSTREAM_RESET',
+  BufferOverflow: 'SKIFF_ERR_BUFFER_OVERFLOW',
+  StaleContext: 'SKIFF_ERR_STALE_CONTEXT',
+  Internal: 'SKIFF_ERR_INTERNAL',
+  Config: 'SKIFF_ERR_CONFIG',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export class SkiffError extends Error {
+  readonly code: ErrorCode;
+  readonly source: ErrorSource;
+  /** True when the request provably did not reach the upstream application. */
+  readonly isRetrySafe: boolean;
+  override readonly cause: unknown;
+
+  constructor(code: ErrorCode, source: ErrorSource, message: string, isRetrySafe = false, cause: unknown = null) {
+    super(message);
+    this.name = 'SkiffError';
+    this.code = code;
+    this.source = source;
+    this.isRetrySafe = isRetrySafe;
+    this.cause = cause;
+  }
+}
+
+/** Wraps anything thrown into a SkiffError; SkiffErrors pass through unchanged. */
+export function toSkiffError(err: unknown, code: ErrorCode = ErrorCode.Internal, source: ErrorSource = 'internal'): SkiffError {
+  if (err instanceof SkiffError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new SkiffError(code, source, message, false, err);
+}
+
+/** What the downstream sees for an error that happens before the response started. */
+export interface ErrorResponse {
+  readonly status: number;
+  readonly code: ErrorCode;
+  /** Short plain text naming the cause, ending in a newline. */
+  readonly body: string;
+}
+
+const STATUS_BY_CODE: Record<ErrorCode, number> = {
+  SKIFF_ERR_BAD_REQUEST: 400,
+  SKIFF_ERR_NO_ROUTE: 404,
+  SKIFF_ERR_METHOD_NOT_ALLOWED: 405,
+  SKIFF_ERR_BODY_TOO_LARGE: 413,
+  SKIFF_ERR_HEADERS_TOO_LARGE: 431,
+  SKIFF_ERR_UPSTREAM_CONNECT: 502,
+  SKIFF_ERR_UPSTREAM_RESET: 502,
+  SKIFF_ERR_UPSTREAM_PROTOCOL: 502,
+  SKIFF_ERR_BUFFER_OVERFLOW: 502,
+  SKIFF_ERR_NO_ENDPOINT: 503,
+  SKIFF_ERR_OVERLOADED: 503,
+  SKIFF_ERR_NO_CLUSTER: 503,
+  SKIFF_ERR_TIMEOUT: 504,
+  SKIFF_ERR_CONNECT_TIMEOUT: 504,
+  SKIFF_ERR_DOWNSTREAM_RESET: 499,
+  SKIFF_ERR_STALE_CONTEXT: 500,
+  SKIFF_ERR_INTERNAL: 500,
+  SKIFF_ERR_CONFIG: 500,
+};
+
+const responseCache = new Map<string, ErrorResponse>();
+
+/**
+ * The single mapping from errors to HTTP responses. The body names the cause but never echoes
+ * request data or internal stack traces. Results for the same code and message are cached:
+ * error storms allocate nothing per response.
+ */
+export function errorResponse(err: SkiffError): ErrorResponse {
+  const key = err.code + '\0' + err.message;
+  let res = responseCache.get(key);
+  if (res === undefined) {
+    res = { status: STATUS_BY_CODE[err.code], code: err.code, body: `${err.code}: ${err.message}\n` };
+    if (responseCache.size < 1024) responseCache.set(key, res);
+  }
+  return res;
+}
+
+export function statusFor(code: ErrorCode): number {
+  return STATUS_BY_CODE[code];
+}

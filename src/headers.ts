@@ -1,0 +1,142 @@
+/**
+ * Header handling on flat [name, value, ...] lists, without building header objects.
+ * Names from HTTP/1.1 keep their original case, so every comparison here is
+ * case-insensitive and checks the length first (most names are rejected on length alone).
+ */
+
+/** ASCII case-insensitive equality of `name` with a lower-case `lower`. */
+export function nameIs(name: string, lower: string): boolean {
+  if (name.length !== lower.length) return false;
+  if (name === lower) return true;
+  for (let i = 0; i < lower.length; i++) {
+    let c = name.charCodeAt(i);
+    if (c >= 65 && c <= 90) c |= 0x20;
+    if (c !== lower.charCodeAt(i)) return false;
+  }
+  return true;
+}
+
+/**
+ * Hop-by-hop fields (RFC 9110 §7.6.1) plus the ones the proxy sets itself. Returns true for
+ * connection, keep-alive, proxy-connection, te, transfer-encoding, upgrade, and (when
+ * `skipHost`) host.
+ */
+export function isHopByHop(name: string): boolean {
+  switch (name.length) {
+    case 2: return nameIs(name, 'te');
+    case 7: return nameIs(name, 'upgrade');
+    case 10: return nameIs(name, 'connection') || nameIs(name, 'keep-alive');
+    case 16: return nameIs(name, 'proxy-connection');
+    case 17: return nameIs(name, 'transfer-encoding');
+    default: return false;
+  }
+}
+
+/** First value of `lower` in a flat list, or null. */
+export function getHeader(raw: readonly string[], lower: string): string | null {
+  for (let i = 0; i < raw.length; i += 2) {
+    if (nameIs(raw[i], lower)) return raw[i + 1];
+  }
+  return null;
+}
+
+/**
+ * Names listed in a Connection header that are not standard options. Those fields are
+ * hop-by-hop too and must be dropped. Returns null (no allocation) in the usual case.
+ */
+export function connectionListed(raw: readonly string[]): string[] | null {
+  let listed: string[] | null = null;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (!nameIs(raw[i], 'connection')) continue;
+    const tokens = raw[i + 1].split(',');
+    for (const t of tokens) {
+      const token = t.trim().toLowerCase();
+      if (token === '' || token === 'close' || token === 'keep-alive' || token === 'upgrade') continue;
+      if (listed === null) listed = [];
+      listed.push(token);
+    }
+  }
+  return listed;
+}
+
+function isListed(name: string, listed: string[] | null): boolean {
+  if (listed === null) return false;
+  for (let i = 0; i < listed.length; i++) if (nameIs(name, listed[i])) return true;
+  return false;
+}
+
+/** Fields that the proxy replaces on the way upstream. */
+function isProxySet(name: string): boolean {
+  switch (name.length) {
+    case 4: return nameIs(name, 'host');
+    case 15: return nameIs(name, 'x-forwarded-for');
+    case 17: return nameIs(name, 'x-forwarded-proto');
+    case 12: return nameIs(name, 'x-request-id');
+    // Skiff answers `Expect: 100-continue` itself (node:http sends the 100), so it is not forwarded.
+    case 6: return nameIs(name, 'expect');
+    default: return false;
+  }
+}
+
+export interface ForwardInfo {
+  readonly rawHeaders: readonly string[];
+  readonly remoteAddress: string;
+  readonly scheme: string;
+  readonly requestId: string;
+}
+
+/**
+ * Writes the upstream request's regular fields into `out` (cleared first): the downstream
+ * fields minus hop-by-hop ones, pseudo-headers and the proxy-set ones, then
+ * x-forwarded-for (appended to any earlier hops), x-forwarded-proto and x-request-id.
+ * `out` is the context's reused scratch list, so a warm context allocates nothing here
+ * beyond the x-forwarded-for string.
+ */
+export function buildUpstreamHeaders(info: ForwardInfo, out: string[]): void {
+  out.length = 0;
+  const raw = info.rawHeaders;
+  const listed = connectionListed(raw);
+  let xff: string | null = null;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i];
+    if (name.charCodeAt(0) === 58 /* ':' */) continue;
+    if (isHopByHop(name) || isListed(name, listed)) continue;
+    if (isProxySet(name)) {
+      if (nameIs(name, 'x-forwarded-for')) xff = xff === null ? raw[i + 1] : xff + ', ' + raw[i + 1];
+      continue;
+    }
+    out.push(name, raw[i + 1]);
+  }
+  out.push('x-forwarded-for', xff === null ? info.remoteAddress : xff + ', ' + info.remoteAddress);
+  out.push('x-forwarded-proto', info.scheme);
+  out.push('x-request-id', info.requestId);
+}
+
+/**
+ * Writes the response fields for downstream into `out`: upstream's minus hop-by-hop ones
+ * and pseudo-headers.
+ */
+export function buildResponseHeaders(raw: readonly string[], out: string[]): void {
+  out.length = 0;
+  const listed = connectionListed(raw);
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i];
+    if (name.charCodeAt(0) === 58) continue;
+    if (isHopByHop(name) || isListed(name, listed)) continue;
+    out.push(name, raw[i + 1]);
+  }
+}
+
+/** Trailers minus fields never allowed there (pseudo-headers, hop-by-hop). */
+export function filterTrailers(raw: readonly string[]): readonly string[] {
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i];
+    if (name.charCodeAt(0) === 58 || isHopByHop(name) || nameIs(name, 'content-length')) {
+      const out: string[] = [];
+      buildResponseHeaders(raw, out);
+      for (let j = out.length - 2; j >= 0; j -= 2) if (nameIs(out[j], 'content-length')) out.splice(j, 2);
+      return out;
+    }
+  }
+  return raw;
+}

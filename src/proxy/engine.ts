@@ -1,0 +1,227 @@
+/**
+ * ProxyEngine: everything between a listener's boundary and an upstream codec. It reads the
+ * snapshot once, routes, applies the per-route timeout and body limit, acquires a connection
+ * (tryAcquire first, acquireSlow only on a miss), dispatches, wires the response body to the
+ * downstream writer, and maps every failure through `errorResponse` (the one place).
+ *
+ * It never imports a protocol module and never asks which protocol a request came in on.
+ * Per-request callbacks are methods of this one class (monomorphic); the only closures are on
+ * the cold path (acquireSlow's promise).
+ */
+import { randomUUID } from 'node:crypto';
+import { Hold, type RequestContext } from '../context.js';
+import { ErrorCode, SkiffError, errorResponse, toSkiffError } from '../errors.js';
+import { buildResponseHeaders } from '../headers.js';
+import type { EndpointPool } from '../pool/endpoint-pool.js';
+import type { UpstreamPools } from '../pool/upstream-pools.js';
+import type { UpstreamConn, UpstreamHandler } from '../pool/types.js';
+import type { ConfigSnapshot } from '../config/types.js';
+
+export interface SnapshotSource {
+  readonly current: ConfigSnapshot;
+}
+
+/** Observes finished requests (access log, metrics); called once per request. */
+export interface RequestObserver {
+  onRequestDone(ctx: RequestContext): void;
+}
+
+export class ProxyEngine implements UpstreamHandler {
+  private readonly store: SnapshotSource;
+  readonly pools: UpstreamPools;
+  private observer: RequestObserver | null;
+  /** Requests between `handle` and the release of their last hold. */
+  inFlight: number;
+  requestsTotal: number;
+
+  constructor(store: SnapshotSource, pools: UpstreamPools) {
+    this.store = store;
+    this.pools = pools;
+    this.observer = null;
+    this.inFlight = 0;
+    this.requestsTotal = 0;
+  }
+
+  setObserver(observer: RequestObserver | null): void {
+    this.observer = observer;
+  }
+
+  /**
+   * Entry point for listener adapters. The adapter has filled the request metadata, set
+   * `ctx.downstream`, and registered itself as the source of `ctx.requestBody`.
+   */
+  handle(ctx: RequestContext): void {
+    const gen = ctx.generation;
+    this.inFlight++;
+    this.requestsTotal++;
+    const snapshot = this.store.current;
+    ctx.snapshot = snapshot;
+    if (ctx.requestId === '') ctx.requestId = randomUUID();
+    if (ctx.method === 'CONNECT') {
+      this.fail(ctx, gen, new SkiffError(ErrorCode.MethodNotAllowed, 'downstream', 'CONNECT is not supported'));
+      return;
+    }
+    const table = snapshot.routeTables.get(ctx.routeTable);
+    const route = table === undefined ? null : table.match(ctx.authority, ctx.path, ctx.rawHeaders);
+    if (route === null) {
+      this.fail(ctx, gen, new SkiffError(ErrorCode.NoRoute, 'downstream', 'no route matches the request'));
+      return;
+    }
+    ctx.route = route;
+    const cluster = snapshot.clusters.get(route.cluster);
+    if (cluster === undefined) {
+      this.fail(ctx, gen, new SkiffError(ErrorCode.NoCluster, 'internal', `cluster ${route.cluster} is not defined`));
+      return;
+    }
+    ctx.cluster = cluster;
+    if (cluster.maxBodyBytes > 0) {
+      if (ctx.contentLength > cluster.maxBodyBytes) {
+        this.fail(ctx, gen, new SkiffError(ErrorCode.BodyTooLarge, 'downstream', `request body of ${ctx.contentLength} bytes exceeds ${cluster.maxBodyBytes}`));
+        return;
+      }
+      ctx.requestBody.maxTotalBytes = cluster.maxBodyBytes;
+    }
+    if (route.timeoutMs > 0) ctx.timer = setTimeout(onRouteTimeout, route.timeoutMs, this, ctx, gen);
+    const pool = this.pools.pick(cluster);
+    if (pool === undefined) {
+      this.fail(ctx, gen, new SkiffError(ErrorCode.NoEndpoint, 'internal', `cluster ${cluster.name} has no endpoints`, true));
+      return;
+    }
+    ctx.endpointKey = pool.key;
+    const conn = pool.tryAcquire();
+    if (conn !== undefined) {
+      this.dispatch(ctx, gen, conn);
+      return;
+    }
+    this.acquireSlow(ctx, gen, pool, cluster.connectTimeoutMs);
+  }
+
+  private acquireSlow(ctx: RequestContext, gen: number, pool: EndpointPool, deadlineMs: number): void {
+    pool.acquireSlow(deadlineMs).then(
+      (conn) => {
+        if (!ctx.isLive(gen) || ctx.error !== null || ctx.isFinished) {
+          pool.onStreamDone(conn); // nobody wants it any more: give the slot back
+          return;
+        }
+        this.dispatch(ctx, gen, conn);
+      },
+      (err: unknown) => this.fail(ctx, gen, toSkiffError(err, ErrorCode.UpstreamConnect, 'upstream')),
+    );
+  }
+
+  private dispatch(ctx: RequestContext, gen: number, conn: UpstreamConn): void {
+    try {
+      conn.dispatch(ctx, gen, this);
+    } catch (err) {
+      this.fail(ctx, gen, toSkiffError(err, ErrorCode.Internal, 'internal'));
+    }
+  }
+
+  // ---- UpstreamHandler ----
+
+  onUpstreamHead(ctx: RequestContext, gen: number, status: number, rawHeaders: readonly string[]): void {
+    ctx.check(gen);
+    const downstream = ctx.downstream;
+    if (ctx.error !== null || ctx.isFinished || downstream === null) return;
+    buildResponseHeaders(rawHeaders, ctx.responseHeaders);
+    ctx.isResponseStarted = true;
+    ctx.responseStatus = status;
+    downstream.writeHead(status, ctx.responseHeaders);
+    ctx.responseBody.attachSink(downstream);
+  }
+
+  onUpstreamDone(ctx: RequestContext, gen: number): void {
+    ctx.check(gen);
+    ctx.isUpstreamDone = true;
+    ctx.upstreamHandle = null;
+    // The upstream answered before reading the whole request body: discard the rest, so the
+    // downstream source is drained (not left paused) and its hold can go.
+    if (!ctx.requestBody.isDone) {
+      ctx.requestBody.reset(new SkiffError(ErrorCode.UpstreamReset, 'upstream', 'upstream finished before the request body ended'));
+    }
+    this.maybeRelease(ctx);
+  }
+
+  onUpstreamError(ctx: RequestContext, gen: number, err: SkiffError): void {
+    if (!ctx.isLive(gen)) return;
+    ctx.isUpstreamDone = true;
+    ctx.upstreamHandle = null;
+    this.fail(ctx, gen, err);
+  }
+
+  // ---- downstream events (called by listener adapters) ----
+
+  /**
+   * The downstream response is finished (`isAborted` false) or the client went away
+   * (`isAborted` true). Either way the adapter will touch the context no more, except to
+   * release the request-body hold when its source is exhausted.
+   */
+  onDownstreamDone(ctx: RequestContext, gen: number, isAborted: boolean): void {
+    if (!ctx.isLive(gen) || ctx.isFinished) return;
+    ctx.isFinished = true;
+    if (ctx.timer !== null) {
+      clearTimeout(ctx.timer);
+      ctx.timer = null;
+    }
+    if (isAborted && !ctx.isUpstreamDone) {
+      const err = new SkiffError(ErrorCode.DownstreamReset, 'downstream', 'client closed the stream');
+      if (ctx.error === null) ctx.error = err;
+      this.cancelUpstream(ctx, err);
+    }
+    this.maybeRelease(ctx);
+  }
+
+  /** Route timeout fired (called through the module-level trampoline, no closure). */
+  onTimeout(ctx: RequestContext, gen: number): void {
+    if (!ctx.isLive(gen)) return;
+    ctx.timer = null;
+    if (ctx.isFinished) return;
+    const ms = ctx.route === null ? 0 : ctx.route.timeoutMs;
+    this.fail(ctx, gen, new SkiffError(ErrorCode.Timeout, 'upstream', `upstream did not answer within ${ms} ms`));
+  }
+
+  /** The single failure path: error response before the head, reset after it. */
+  fail(ctx: RequestContext, gen: number, err: SkiffError): void {
+    if (!ctx.isLive(gen) || ctx.isFinished) return;
+    if (ctx.error === null) ctx.error = err;
+    else if (ctx.isResponseStarted) return;
+    if (ctx.timer !== null) {
+      clearTimeout(ctx.timer);
+      ctx.timer = null;
+    }
+    this.cancelUpstream(ctx, err);
+    ctx.requestBody.reset(err);
+    const downstream = ctx.downstream;
+    if (!ctx.isResponseStarted) {
+      const res = errorResponse(err);
+      ctx.isResponseStarted = true;
+      ctx.responseStatus = res.status;
+      if (downstream !== null) downstream.writeError(res.status, res.code, res.body);
+    } else {
+      ctx.responseBody.reset(err);
+      if (downstream !== null && ctx.responseBody.sink === null) downstream.onReset(err);
+    }
+    this.maybeRelease(ctx);
+  }
+
+  private cancelUpstream(ctx: RequestContext, err: SkiffError): void {
+    const handle = ctx.upstreamHandle;
+    ctx.upstreamHandle = null;
+    ctx.isUpstreamDone = true;
+    if (handle !== null) handle.cancel(err);
+  }
+
+  /** Releases the response hold once both halves are over; telemetry reads, then releases. */
+  private maybeRelease(ctx: RequestContext): void {
+    if (!ctx.isFinished || !ctx.isUpstreamDone) return;
+    if ((ctx.holds & Hold.Response) === 0) return;
+    this.inFlight--;
+    if (this.observer !== null) this.observer.onRequestDone(ctx);
+    ctx.release(Hold.Telemetry);
+    ctx.release(Hold.Response);
+  }
+}
+
+function onRouteTimeout(engine: ProxyEngine, ctx: RequestContext, gen: number): void {
+  engine.onTimeout(ctx, gen);
+}
