@@ -79,6 +79,8 @@ export interface StartSkiffOptions {
   args?: string[];
   /** Script to run instead of dist/src/cli.js (absolute, or relative to the repo root). */
   entry?: string;
+  /** Run without `--config FILE` (the embedded default); `adminPort` is then required. */
+  noConfig?: boolean;
 }
 
 export interface SkiffProcess {
@@ -167,14 +169,15 @@ function delay(ms: number): Promise<void> {
  * time (the child is then killed). Build first: this runs the compiled CLI.
  */
 export async function startSkiff(configYaml: string, opts: StartSkiffOptions = {}): Promise<SkiffProcess> {
-  const adminPort = opts.adminPort ?? adminPortFromYaml(configYaml);
+  const adminPort = opts.adminPort ?? (opts.noConfig === true ? 15000 : adminPortFromYaml(configYaml));
   const dir = mkdtempSync(join(tmpdir(), 'skiff-test-'));
   const configPath = join(dir, 'skiff.yaml');
   writeFileSync(configPath, configYaml);
 
   const root = repoRoot();
   const entry = resolvePath(root, opts.entry ?? join('dist', 'src', 'cli.js'));
-  const child = spawn(process.execPath, [entry, '--config', configPath, ...(opts.args ?? [])], {
+  const configArgs = opts.noConfig === true ? [] : ['--config', configPath];
+  const child = spawn(process.execPath, [entry, ...configArgs, ...(opts.args ?? [])], {
     cwd: root,
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
