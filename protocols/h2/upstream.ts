@@ -179,25 +179,32 @@ class H2UpstreamExchange implements FrameSink, FrameSource {
   }
 
   start(hasBody: boolean): void {
-    const s = this.stream;
-    s.on('response', (headers: http2.IncomingHttpHeaders, _flags: number, raw: string[]) => this.onResponse(headers, raw));
-    s.on('data', (chunk: Buffer) => this.onResponseData(chunk));
-    s.on('trailers', (trailers: http2.IncomingHttpHeaders) => this.onResponseTrailers(trailers));
-    s.on('end', () => this.onResponseEnd());
-    s.on('close', () => this.onClose());
-    s.on('error', () => { /* 'close' follows and reports */ });
+    const s = this.stream as TaggedClientStream;
+    s[kExchange] = this;
+    s.on('response', onUpstreamResponse);
+    s.on('data', onUpstreamData);
+    s.on('trailers', onUpstreamTrailers);
+    s.on('end', onUpstreamEnd);
+    s.on('close', onUpstreamClose);
+    s.on('error', onUpstreamStreamError);
     if (hasBody) {
-      s.on('wantTrailers', () => s.sendTrailers(this.requestTrailers ?? {}));
-      s.on('drain', () => {
-        if (!this.isFinished && this.ctx.isLive(this.gen)) this.ctx.requestBody.resumeSink();
-      });
+      s.on('wantTrailers', onUpstreamWantTrailers);
+      s.on('drain', onUpstreamDrain);
       this.ctx.requestBody.attachSink(this);
     }
   }
 
+  sendRequestTrailers(): void {
+    this.stream.sendTrailers(this.requestTrailers ?? {});
+  }
+
+  onRequestDrain(): void {
+    if (!this.isFinished && this.ctx.isLive(this.gen)) this.ctx.requestBody.resumeSink();
+  }
+
   // ---- response side ----
 
-  private onResponse(headers: http2.IncomingHttpHeaders, raw: string[]): void {
+  onResponse(headers: http2.IncomingHttpHeaders, raw: string[]): void {
     if (this.isFinished) return;
     const status = Number(headers[':status']);
     this.hasHead = true;
@@ -205,15 +212,15 @@ class H2UpstreamExchange implements FrameSink, FrameSource {
     this.handler.onUpstreamHead(this.ctx, this.gen, status, raw);
   }
 
-  private onResponseData(chunk: Buffer): void {
+  onResponseData(chunk: Buffer): void {
     if (!this.isFinished) this.ctx.responseBody.push(chunk);
   }
 
-  private onResponseTrailers(trailers: http2.IncomingHttpHeaders): void {
+  onResponseTrailers(trailers: http2.IncomingHttpHeaders): void {
     if (!this.isFinished) this.ctx.responseBody.pushTrailers(headerObjectToFlat(trailers));
   }
 
-  private onResponseEnd(): void {
+  onResponseEnd(): void {
     if (this.isFinished) return;
     if (!this.hasHead) return; // 'close' reports the failure
     this.isFinished = true;
@@ -222,7 +229,7 @@ class H2UpstreamExchange implements FrameSink, FrameSource {
     this.handler.onUpstreamDone(this.ctx, this.gen);
   }
 
-  private onClose(): void {
+  onClose(): void {
     if (!this.isStreamDone) {
       this.isStreamDone = true;
       this.conn.events.onStreamDone(this.conn);
@@ -287,4 +294,34 @@ class H2UpstreamExchange implements FrameSink, FrameSource {
     const q = this.ctx.requestBody;
     if (q.sink === this) q.detachSink();
   }
+}
+
+// Stream listeners are shared functions that find their exchange through a symbol slot on
+// the stream: no closures per request (STYLE: "no per-request closures where a method serves").
+const kExchange = Symbol('skiff.h2.upstream.exchange');
+type TaggedClientStream = http2.ClientHttp2Stream & { [kExchange]: H2UpstreamExchange };
+
+function onUpstreamResponse(this: TaggedClientStream, headers: http2.IncomingHttpHeaders, _flags: number, raw: string[]): void {
+  this[kExchange].onResponse(headers, raw);
+}
+function onUpstreamData(this: TaggedClientStream, chunk: Buffer): void {
+  this[kExchange].onResponseData(chunk);
+}
+function onUpstreamTrailers(this: TaggedClientStream, trailers: http2.IncomingHttpHeaders): void {
+  this[kExchange].onResponseTrailers(trailers);
+}
+function onUpstreamEnd(this: TaggedClientStream): void {
+  this[kExchange].onResponseEnd();
+}
+function onUpstreamClose(this: TaggedClientStream): void {
+  this[kExchange].onClose();
+}
+function onUpstreamWantTrailers(this: TaggedClientStream): void {
+  this[kExchange].sendRequestTrailers();
+}
+function onUpstreamDrain(this: TaggedClientStream): void {
+  this[kExchange].onRequestDrain();
+}
+function onUpstreamStreamError(): void {
+  // 'close' follows and reports the failure.
 }
