@@ -81,6 +81,8 @@ export class H1Conn implements UpstreamConn {
   readonly events: ConnEvents;
   readonly client: Client;
   private pendingSocket: net.Socket | null;
+  /** The pool was told this connection is gone (exactly once). */
+  private isRetired: boolean;
   private readonly endpoint: SocketAddress;
   private readonly cluster: ClusterConfig;
 
@@ -93,6 +95,7 @@ export class H1Conn implements UpstreamConn {
     this.idleSince = 0;
     this.events = events;
     this.pendingSocket = socket;
+    this.isRetired = false;
     this.endpoint = endpoint;
     this.cluster = cluster;
     const origin = `${cluster.tls !== null ? 'https' : 'http'}://${this.endpointKey}`;
@@ -105,8 +108,8 @@ export class H1Conn implements UpstreamConn {
       maxHeaderSize: 64 * 1024,
       connect: (_opts: buildConnector.Options, cb: ConnectCallback) => this.provideSocket(cb),
     });
-    this.client.on('disconnect', () => this.onDisconnect());
-    socket.once('close', () => this.onDisconnect());
+    this.client.on('disconnect', () => this.retire());
+    socket.once('close', () => this.retire());
   }
 
   private provideSocket(cb: ConnectCallback): void {
@@ -122,9 +125,15 @@ export class H1Conn implements UpstreamConn {
     dial(this.endpoint, this.cluster, ['http/1.1']).then((sock) => cb(null, sock), (err: Error) => cb(err, null));
   }
 
-  private onDisconnect(): void {
-    if (this.isClosed) return;
+  /**
+   * Takes the connection out of service and tells the pool once. `isClosed` alone can be set
+   * earlier (a `connection: close` response) while the socket still finishes its response;
+   * the pool must still hear when it is gone, or its list keeps dead entries.
+   */
+  retire(): void {
     this.isClosed = true;
+    if (this.isRetired) return;
+    this.isRetired = true;
     this.events.onConnClosed(this);
   }
 
@@ -149,7 +158,7 @@ export class H1Conn implements UpstreamConn {
   }
 
   close(): void {
-    this.isClosed = true;
+    this.retire();
     this.client.destroy().catch(() => undefined);
   }
 }
@@ -260,9 +269,8 @@ class H1UpstreamExchange implements FrameSource {
     }
     this.isFinished = true;
     this.detach();
-    this.conn.isClosed = true; // an errored HTTP/1.1 connection is never reused
     this.conn.events.onStreamDone(this.conn);
-    this.conn.events.onConnClosed(this.conn);
+    this.conn.retire(); // an errored HTTP/1.1 connection is never reused
     this.handler.onUpstreamError(this.ctx, this.gen, mapUndiciError(err, this.ctx.isResponseStarted));
   }
 
@@ -288,9 +296,8 @@ class H1UpstreamExchange implements FrameSource {
     if (this.isFinished) return;
     this.isFinished = true;
     this.detach();
-    this.conn.isClosed = true;
     this.conn.events.onStreamDone(this.conn);
-    this.conn.events.onConnClosed(this.conn);
+    this.conn.retire(); // aborting an HTTP/1.1 request destroys its socket
     if (this.abortFn !== null) this.abortFn(err);
     else this.conn.close();
   }
