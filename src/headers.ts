@@ -90,13 +90,15 @@ export interface ForwardInfo {
  * fields minus hop-by-hop ones, pseudo-headers and the proxy-set ones, then
  * x-forwarded-for (appended to any earlier hops), x-forwarded-proto and x-request-id.
  * `out` is the context's reused scratch list, so a warm context allocates nothing here
- * beyond the x-forwarded-for string.
+ * beyond the x-forwarded-for string. `joinCookies` (HTTP/1.1 upstreams) joins split Cookie
+ * fields into one.
  */
-export function buildUpstreamHeaders(info: ForwardInfo, out: string[]): void {
+export function buildUpstreamHeaders(info: ForwardInfo, out: string[], joinCookies: boolean): void {
   out.length = 0;
   const raw = info.rawHeaders;
   const listed = connectionListed(raw);
   let xff: string | null = null;
+  let cookieAt = -1;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i];
     if (name.charCodeAt(0) === 58 /* ':' */) continue;
@@ -104,6 +106,15 @@ export function buildUpstreamHeaders(info: ForwardInfo, out: string[]): void {
     if (isProxySet(name)) {
       if (nameIs(name, 'x-forwarded-for')) xff = xff === null ? raw[i + 1] : xff + ', ' + raw[i + 1];
       continue;
+    }
+    // HTTP/2 clients may split Cookie into several fields; HTTP/1.1 allows one, joined with
+    // "; " (RFC 9113 §8.2.3). Regression: test/e2e/proxy-matrix.test.ts "split cookies".
+    if (joinCookies && name.length === 6 && nameIs(name, 'cookie')) {
+      if (cookieAt >= 0) {
+        out[cookieAt + 1] = out[cookieAt + 1] + '; ' + raw[i + 1];
+        continue;
+      }
+      cookieAt = out.length;
     }
     out.push(name, raw[i + 1]);
   }

@@ -140,7 +140,7 @@ export class H1Conn implements UpstreamConn {
   dispatch(ctx: RequestContext, gen: number, handler: UpstreamHandler): void {
     const ex = new H1UpstreamExchange(this, ctx, gen, handler);
     ctx.upstreamHandle = ex;
-    buildUpstreamHeaders(ctx, ctx.outHeaders);
+    buildUpstreamHeaders(ctx, ctx.outHeaders, true);
     ctx.outHeaders.push('host', ctx.authority === '' ? this.endpointKey : ctx.authority);
     let body: BodyReadable | null = null;
     if (ctx.hasRequestBody) {

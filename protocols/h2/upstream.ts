@@ -124,7 +124,7 @@ export class H2Conn implements UpstreamConn {
   }
 
   dispatch(ctx: RequestContext, gen: number, handler: UpstreamHandler): void {
-    buildUpstreamHeaders(ctx, ctx.outHeaders);
+    buildUpstreamHeaders(ctx, ctx.outHeaders, false);
     const headers = flatToHeaderObject(ctx.outHeaders);
     headers[':method'] = ctx.method;
     headers[':path'] = ctx.path;
