@@ -22,8 +22,13 @@ export type RequestProtocol = 'http1' | 'h2' | 'h3';
  * it consumes `ctx.responseBody`; `onReset` aborts the exchange downstream.
  */
 export interface DownstreamWriter extends FrameSink {
-  /** Sends the response head. `rawHeaders` is a flat list already free of hop-by-hop fields. */
-  writeHead(status: number, rawHeaders: readonly string[]): void;
+  /**
+   * Sends the response head. `rawHeaders` is a flat list already free of hop-by-hop fields.
+   * `isEndStream` says the upstream's head also ended the response (no body, no trailers:
+   * e.g. a gRPC trailers-only response), so HTTP/2 can send one HEADERS frame with
+   * END_STREAM; the END frame still follows through `ctx.responseBody`.
+   */
+  writeHead(status: number, rawHeaders: readonly string[], isEndStream: boolean): void;
   /** Sends a complete error response (head and short plain-text body). */
   writeError(status: number, code: string, body: string): void;
   /** Aborts the exchange after the head went out: HTTP/2 RST_STREAM, HTTP/1.1 socket destroy. */

@@ -41,7 +41,7 @@ export class H1Exchange implements DownstreamWriter, FrameSource {
 
   // ---- DownstreamWriter ----
 
-  writeHead(status: number, rawHeaders: readonly string[]): void {
+  writeHead(status: number, rawHeaders: readonly string[], _isEndStream: boolean): void {
     this.res.writeHead(status, rawHeaders as string[]);
   }
 
@@ -128,6 +128,7 @@ function onResFinish(this: TaggedRes): void {
   const ex = this[kExchange];
   if (ex === null) return;
   this[kExchange] = null;
+  settleRequestBody(ex);
   ex.engine.onDownstreamDone(ex.ctx, ex.gen, false);
 }
 
@@ -135,7 +136,19 @@ function onResClose(this: TaggedRes): void {
   const ex = this[kExchange];
   if (ex === null) return;
   this[kExchange] = null;
+  settleRequestBody(ex);
   ex.engine.onDownstreamDone(ex.ctx, ex.gen, true);
+}
+
+/**
+ * After an early response to a request whose body had not fully arrived (413, 404, an
+ * upstream that answered first), node:http detaches the request from the socket and never
+ * emits 'end' or 'close' on it: the body is discarded here so its hold is released.
+ * Regression: test/e2e/errors.test.ts (413 with the body still unsent leaked a context).
+ */
+function settleRequestBody(ex: H1Exchange): void {
+  const req = ex.req as TaggedReq;
+  if (req[kExchange] === ex) onReqClose.call(req);
 }
 
 /** Splits an absolute-form request target (`http://host/path`) into authority and path. */

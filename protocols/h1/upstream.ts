@@ -228,6 +228,9 @@ class H1UpstreamExchange implements FrameSource {
     if (this.isFinished) return false;
     if (statusCode < 200) return true; // 1xx interim responses are not forwarded
     this.resumeFn = resume;
+    const ctx = this.ctx;
+    // No body can follow: 204, 304, a HEAD request, or a declared length of zero.
+    let isEndStream = statusCode === 204 || statusCode === 304 || ctx.method === 'HEAD';
     const raw: string[] = new Array<string>(rawHeaders.length);
     for (let i = 0; i < rawHeaders.length; i += 2) {
       const name = rawHeaders[i].toString('latin1');
@@ -235,10 +238,10 @@ class H1UpstreamExchange implements FrameSource {
       raw[i] = name;
       raw[i + 1] = value;
       if (nameIs(name, 'connection') && value.toLowerCase().includes('close')) this.conn.isClosed = true;
+      else if (value === '0' && nameIs(name, 'content-length')) isEndStream = true;
     }
-    const ctx = this.ctx;
     ctx.responseBody.source = this;
-    this.handler.onUpstreamHead(ctx, this.gen, statusCode, raw);
+    this.handler.onUpstreamHead(ctx, this.gen, statusCode, raw, isEndStream);
     return !this.isPaused;
   }
 
@@ -324,7 +327,9 @@ function mapUndiciError(err: Error, isResponseStarted: boolean): SkiffError {
   if (code === 'UND_ERR_HEADERS_OVERFLOW' || code === 'HPE_HEADER_OVERFLOW') {
     return new SkiffError(ErrorCode.UpstreamProtocol, 'upstream', 'upstream response head is too large', false, err);
   }
-  if (code.startsWith('HPE_') || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' || code === 'UND_ERR_INFO') {
+  // undici's HTTPParserError carries no code (it looks llhttp's numeric code up by name):
+  // match the class name too. Regression: test/e2e/errors.test.ts (malformed upstream response).
+  if (name === 'HTTPParserError' || code.startsWith('HPE_') || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' || code === 'UND_ERR_INFO') {
     return new SkiffError(ErrorCode.UpstreamProtocol, 'upstream', `malformed upstream response (${code})`, false, err);
   }
   return new SkiffError(ErrorCode.UpstreamReset, 'upstream', `upstream error (${code === '' ? name : code})`, false, err);

@@ -42,12 +42,19 @@ export class H2Exchange implements DownstreamWriter, FrameSource {
     this.isRequestDone = false;
   }
 
-  writeHead(status: number, rawHeaders: readonly string[]): void {
+  writeHead(status: number, rawHeaders: readonly string[], isEndStream: boolean): void {
     const s = this.stream;
     if (s.destroyed || s.closed) return;
     const headers = flatToHeaderObject(rawHeaders);
     headers[':status'] = status;
-    s.respond(headers, { waitForTrailers: true });
+    if (isEndStream) {
+      // One HEADERS frame with END_STREAM: gRPC's trailers-only responses depend on it.
+      // Regression: test/e2e/grpc.test.ts (unary error status and trailer metadata).
+      this.isEnded = true;
+      s.respond(headers, { endStream: true });
+    } else {
+      s.respond(headers, { waitForTrailers: true });
+    }
   }
 
   writeError(status: number, code: string, body: string): void {
@@ -81,6 +88,7 @@ export class H2Exchange implements DownstreamWriter, FrameSource {
   }
 
   onEnd(): void {
+    if (this.isEnded) return; // the head already ended the stream
     this.isEnded = true;
     if (!this.stream.destroyed) this.stream.end();
   }
@@ -156,8 +164,10 @@ export class H2Listener {
   private readonly arena: ContextArena;
   readonly config: ListenerConfig;
   private readonly scheme: string;
+  private readonly maxHeaderBytes: number;
 
   constructor(engine: ProxyEngine, arena: ContextArena, config: ListenerConfig, limits: Limits, isTls: boolean) {
+    this.maxHeaderBytes = limits.maxHeaderBytes;
     this.engine = engine;
     this.arena = arena;
     this.config = config;
@@ -218,12 +228,25 @@ export class H2Listener {
       ctx.requestBody.end();
       ctx.release(Hold.RequestBody);
     }
+    // node:http2 only advertises SETTINGS_MAX_HEADER_LIST_SIZE; the limit is enforced here,
+    // with the RFC 9113 accounting (name + value + 32 per field).
+    // Regression: test/e2e/errors.test.ts (431 over HTTP/2).
+    if (headerListSize(rawHeaders) > this.maxHeaderBytes) {
+      this.engine.reject(ctx, new SkiffError(ErrorCode.HeadersTooLarge, 'downstream', 'request head is too large'));
+      return;
+    }
     this.engine.handle(ctx);
   }
 
   close(): Promise<void> {
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
+}
+
+function headerListSize(raw: readonly string[]): number {
+  let size = 0;
+  for (let i = 0; i < raw.length; i += 2) size += raw[i].length + raw[i + 1].length + 32;
+  return size;
 }
 
 function headerString(v: string | string[] | undefined, fallback: string): string {

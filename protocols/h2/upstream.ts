@@ -20,7 +20,7 @@ import type { ClusterConfig, SocketAddress } from '../../src/config/types.js';
 import { dial } from '../h1/upstream.js';
 import { flatToHeaderObject, headerObjectToFlat } from './header-object.js';
 
-const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_NO_ERROR } = http2.constants;
+const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_NO_ERROR, NGHTTP2_FLAG_END_STREAM } = http2.constants;
 /** Upper bound on streams per connection whatever the peer allows. */
 const MAX_STREAMS_CAP = 1000;
 /** What we assume until the peer says otherwise (RFC 9113 recommends at least 100). */
@@ -204,12 +204,12 @@ class H2UpstreamExchange implements FrameSink, FrameSource {
 
   // ---- response side ----
 
-  onResponse(headers: http2.IncomingHttpHeaders, raw: string[]): void {
+  onResponse(headers: http2.IncomingHttpHeaders, flags: number, raw: string[]): void {
     if (this.isFinished) return;
     const status = Number(headers[':status']);
     this.hasHead = true;
     this.ctx.responseBody.source = this;
-    this.handler.onUpstreamHead(this.ctx, this.gen, status, raw);
+    this.handler.onUpstreamHead(this.ctx, this.gen, status, raw, (flags & NGHTTP2_FLAG_END_STREAM) !== 0);
   }
 
   onResponseData(chunk: Buffer): void {
@@ -301,8 +301,8 @@ class H2UpstreamExchange implements FrameSink, FrameSource {
 const kExchange = Symbol('skiff.h2.upstream.exchange');
 type TaggedClientStream = http2.ClientHttp2Stream & { [kExchange]: H2UpstreamExchange };
 
-function onUpstreamResponse(this: TaggedClientStream, headers: http2.IncomingHttpHeaders, _flags: number, raw: string[]): void {
-  this[kExchange].onResponse(headers, raw);
+function onUpstreamResponse(this: TaggedClientStream, headers: http2.IncomingHttpHeaders, flags: number, raw: string[]): void {
+  this[kExchange].onResponse(headers, flags, raw);
 }
 function onUpstreamData(this: TaggedClientStream, chunk: Buffer): void {
   this[kExchange].onResponseData(chunk);

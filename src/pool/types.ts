@@ -37,7 +37,8 @@ export interface UpstreamConn {
 
 /** The engine side of an upstream exchange (one implementer: ProxyEngine). */
 export interface UpstreamHandler {
-  onUpstreamHead(ctx: RequestContext, gen: number, status: number, rawHeaders: readonly string[]): void;
+  /** `isEndStream`: the head ends the response (no body or trailers follow). */
+  onUpstreamHead(ctx: RequestContext, gen: number, status: number, rawHeaders: readonly string[], isEndStream: boolean): void;
   /** The response END went into `ctx.responseBody`. */
   onUpstreamDone(ctx: RequestContext, gen: number): void;
   /** The exchange failed; no further callbacks follow. */

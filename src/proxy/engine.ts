@@ -96,6 +96,18 @@ export class ProxyEngine implements UpstreamHandler {
     this.acquireSlow(ctx, gen, pool, cluster.connectTimeoutMs);
   }
 
+  /**
+   * Entry point for a request the adapter already found bad (e.g. an HTTP/2 header list over
+   * the limit): it is counted like any other and answered through the one error path.
+   */
+  reject(ctx: RequestContext, err: SkiffError): void {
+    this.inFlight++;
+    this.requestsTotal++;
+    ctx.snapshot = this.store.current;
+    if (ctx.requestId === '') ctx.requestId = randomUUID();
+    this.fail(ctx, ctx.generation, err);
+  }
+
   private acquireSlow(ctx: RequestContext, gen: number, pool: EndpointPool, deadlineMs: number): void {
     pool.acquireSlow(deadlineMs).then(
       (conn) => {
@@ -119,14 +131,14 @@ export class ProxyEngine implements UpstreamHandler {
 
   // ---- UpstreamHandler ----
 
-  onUpstreamHead(ctx: RequestContext, gen: number, status: number, rawHeaders: readonly string[]): void {
+  onUpstreamHead(ctx: RequestContext, gen: number, status: number, rawHeaders: readonly string[], isEndStream: boolean): void {
     ctx.check(gen);
     const downstream = ctx.downstream;
     if (ctx.error !== null || ctx.isFinished || downstream === null) return;
     buildResponseHeaders(rawHeaders, ctx.responseHeaders);
     ctx.isResponseStarted = true;
     ctx.responseStatus = status;
-    downstream.writeHead(status, ctx.responseHeaders);
+    downstream.writeHead(status, ctx.responseHeaders, isEndStream);
     ctx.responseBody.attachSink(downstream);
   }
 
