@@ -22,6 +22,8 @@ const kExchange = Symbol('skiff.h2.exchange');
 type TaggedStream = http2.ServerHttp2Stream & { [kExchange]: H2Exchange | null };
 
 const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_CANCEL, NGHTTP2_NO_ERROR } = http2.constants;
+/** Receive window of a whole downstream HTTP/2 connection. */
+const CONNECTION_WINDOW = 4 * 1024 * 1024;
 
 export class H2Exchange implements DownstreamWriter, FrameSource {
   readonly ctx: RequestContext;
@@ -185,6 +187,9 @@ export class H2Listener {
     this.server.on('sessionError', () => { /* the session is destroyed; its streams close */ });
     this.server.on('session', (session: http2.ServerHttp2Session) => {
       session.on('error', () => { /* handled by stream/session close */ });
+      // Uploads from many streams share the connection window; 65,535 bytes would throttle
+      // them all. Each stream keeps its own window (streamBufferBytes).
+      session.on('connect', () => session.setLocalWindowSize(CONNECTION_WINDOW));
     });
   }
 

@@ -25,6 +25,8 @@ const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_NO_ERROR, NGHTTP2_FLAG_E
 const MAX_STREAMS_CAP = 1000;
 /** What we assume until the peer says otherwise (RFC 9113 recommends at least 100). */
 const DEFAULT_STREAMS = 100;
+/** Receive window of a whole upstream connection. */
+const CONNECTION_WINDOW = 16 * 1024 * 1024;
 
 function endpointKey(ep: SocketAddress): string {
   return ep.host.includes(':') ? `[${ep.host}]:${ep.port}` : `${ep.host}:${ep.port}`;
@@ -43,6 +45,9 @@ export class H2Connector implements Connector {
       settings: { enablePush: false, initialWindowSize: 1024 * 1024 },
       maxSessionMemory: 64,
     });
+    // The connection window (65,535 by default) would cap every stream together; each stream
+    // keeps its own 1 MiB window, so buffering per stream stays bounded.
+    session.on('connect', () => session.setLocalWindowSize(CONNECTION_WINDOW));
     const conn = new H2Conn(endpoint, cluster, events, session, scheme);
     await conn.waitForSettings(cluster.connectTimeoutMs);
     return conn;
