@@ -48,7 +48,10 @@ export function connectionListed(raw: readonly string[]): string[] | null {
   let listed: string[] | null = null;
   for (let i = 0; i < raw.length; i += 2) {
     if (!nameIs(raw[i], 'connection')) continue;
-    const tokens = raw[i + 1].split(',');
+    const value = raw[i + 1];
+    // The usual values name no other field: skip the split (one allocation per response).
+    if (nameIs(value, 'keep-alive') || nameIs(value, 'close')) continue;
+    const tokens = value.split(',');
     for (const t of tokens) {
       const token = t.trim().toLowerCase();
       if (token === '' || token === 'close' || token === 'keep-alive' || token === 'upgrade') continue;
