@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import type { ContextArena } from '../src/arena.js';
 import type { Limits, ListenerConfig } from '../src/config/types.js';
 import type { ProxyEngine } from '../src/proxy/engine.js';
-import { H1Listener } from './h1/server.js';
+import { H1ServerConn, H1ServerSettings } from './h1/server-conn.js';
 import { H2Listener } from './h2/server.js';
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
@@ -18,7 +18,7 @@ const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 export class Listener {
   readonly config: ListenerConfig;
   readonly server: net.Server;
-  private readonly h1: H1Listener | null;
+  private readonly h1: H1ServerSettings | null;
   private readonly h2: H2Listener | null;
   private readonly sockets: Set<net.Socket>;
   private secureContext: tls.SecureContext | null;
@@ -28,7 +28,7 @@ export class Listener {
     const isTls = config.tls !== null;
     const hasH1 = config.protocols.includes('http1');
     const hasH2 = config.protocols.includes('h2') || config.protocols.includes('h2c');
-    this.h1 = hasH1 ? new H1Listener(engine, arena, config, limits, isTls) : null;
+    this.h1 = hasH1 ? new H1ServerSettings(engine, arena, config, limits, isTls) : null;
     this.h2 = hasH2 ? new H2Listener(engine, arena, config, limits, isTls) : null;
     this.sockets = new Set();
     this.secureContext = null;
@@ -72,7 +72,7 @@ export class Listener {
     this.track(socket);
     socket.setNoDelay(true);
     if (this.h2 === null && this.h1 !== null) {
-      this.h1.attach(socket);
+      new H1ServerConn(socket, this.h1);
       return;
     }
     if (this.h1 === null && this.h2 !== null) {
@@ -94,14 +94,14 @@ export class Listener {
         this.sniff(socket, data);
         return;
       }
-      socket.unshift(data);
       if (isPrefix && this.h2 !== null) {
         // node:http2 drains the socket's read buffer itself when it takes the socket over.
+        socket.unshift(data);
         this.h2.attach(socket);
       } else if (this.h1 !== null) {
-        this.h1.attach(socket);
-        // node:http reads through the stream interface here: the unshifted bytes flow on resume.
+        const conn = new H1ServerConn(socket, this.h1);
         socket.resume();
+        conn.read(data);
       } else {
         socket.destroy();
       }
@@ -112,7 +112,7 @@ export class Listener {
   private onSecure(socket: tls.TLSSocket): void {
     this.track(socket);
     if (socket.alpnProtocol === 'h2' && this.h2 !== null) this.h2.attach(socket);
-    else if (this.h1 !== null) this.h1.attach(socket);
+    else if (this.h1 !== null) new H1ServerConn(socket, this.h1);
     else socket.destroy();
   }
 
@@ -125,7 +125,11 @@ export class Listener {
   /** Stops accepting; existing connections finish their requests (idle ones close now). */
   async close(): Promise<void> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    if (this.h1 !== null) this.h1.server.closeIdleConnections();
+    if (this.h1 !== null) {
+      // Idle HTTP/1.1 connections close now; busy ones answer with `connection: close`.
+      this.h1.isDraining = true;
+      for (const c of this.h1.conns) c.drain();
+    }
     if (this.h2 !== null) {
       // GOAWAY to every HTTP/2 session: no new streams, in-flight ones finish.
       this.h2.server.close();

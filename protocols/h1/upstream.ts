@@ -9,9 +9,7 @@
  * whose raw header lists are flat, matching the frame model; `onData` returning false is the
  * backpressure signal and undici's `resume` lifts it.
  */
-import net from 'node:net';
-import tls from 'node:tls';
-import { readFileSync } from 'node:fs';
+import type net from 'node:net';
 import { Readable } from 'node:stream';
 import { createRequire } from 'node:module';
 import type { Client as UndiciClient, buildConnector } from 'undici';
@@ -19,6 +17,7 @@ import type { RequestContext } from '../../src/context.js';
 import { ErrorCode, SkiffError } from '../../src/errors.js';
 import type { FrameQueue, FrameSink, FrameSource } from '../../src/frames.js';
 import { buildUpstreamHeaders, nameIs } from '../../src/headers.js';
+import { dial } from './dial.js';
 import type { ConnEvents, Connector, UpstreamConn, UpstreamHandler } from '../../src/pool/types.js';
 import type { ClusterConfig, SocketAddress } from '../../src/config/types.js';
 
@@ -31,43 +30,6 @@ type Client = UndiciClient;
 
 function endpointKey(ep: SocketAddress): string {
   return ep.host.includes(':') ? `[${ep.host}]:${ep.port}` : `${ep.host}:${ep.port}`;
-}
-
-/** Dials one TCP (or TLS) connection, failing after the cluster's connect timeout. */
-export function dial(ep: SocketAddress, cluster: ClusterConfig, alpn: string[]): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    let socket: net.Socket;
-    const t = cluster.tls;
-    if (t !== null) {
-      socket = tls.connect({
-        host: ep.host,
-        port: ep.port,
-        servername: t.servername ?? (net.isIP(ep.host) === 0 ? ep.host : undefined),
-        ca: t.ca === null ? undefined : readFileSync(t.ca),
-        rejectUnauthorized: !t.insecureSkipVerify,
-        ALPNProtocols: alpn,
-      });
-    } else {
-      socket = net.connect({ host: ep.host, port: ep.port, noDelay: true });
-    }
-    const readyEvent = t !== null ? 'secureConnect' : 'connect';
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new SkiffError(ErrorCode.ConnectTimeout, 'upstream', `connect to ${endpointKey(ep)} timed out after ${cluster.connectTimeoutMs} ms`, true));
-    }, cluster.connectTimeoutMs);
-    const onError = (err: Error): void => {
-      clearTimeout(timer);
-      socket.destroy();
-      reject(new SkiffError(ErrorCode.UpstreamConnect, 'upstream', `connect to ${endpointKey(ep)} failed: ${(err as NodeJS.ErrnoException).code ?? err.message}`, true, err));
-    };
-    socket.once('error', onError);
-    socket.once(readyEvent, () => {
-      clearTimeout(timer);
-      socket.off('error', onError);
-      socket.setNoDelay(true);
-      resolve(socket);
-    });
-  });
 }
 
 export class H1Connector implements Connector {

@@ -17,7 +17,7 @@ import type { FrameSink, FrameSource } from '../../src/frames.js';
 import { buildUpstreamHeaders, getHeader } from '../../src/headers.js';
 import type { ConnEvents, Connector, UpstreamConn, UpstreamHandler } from '../../src/pool/types.js';
 import type { ClusterConfig, SocketAddress } from '../../src/config/types.js';
-import { dial } from '../h1/upstream.js';
+import { dial } from '../h1/dial.js';
 import { flatToHeaderObject, headerObjectToFlat } from './header-object.js';
 
 const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_NO_ERROR, NGHTTP2_FLAG_END_STREAM } = http2.constants;

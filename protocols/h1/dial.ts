@@ -1,0 +1,48 @@
+/** Dialing upstream sockets (TCP or TLS) with the cluster's connect timeout. */
+import net from 'node:net';
+import tls from 'node:tls';
+import { readFileSync } from 'node:fs';
+import { ErrorCode, SkiffError } from '../../src/errors.js';
+import type { ClusterConfig, SocketAddress } from '../../src/config/types.js';
+
+function endpointKey(ep: SocketAddress): string {
+  return ep.host.includes(':') ? `[${ep.host}]:${ep.port}` : `${ep.host}:${ep.port}`;
+}
+
+/** Dials one TCP (or TLS) connection, failing after the cluster's connect timeout. */
+export function dial(ep: SocketAddress, cluster: ClusterConfig, alpn: string[]): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    let socket: net.Socket;
+    const t = cluster.tls;
+    if (t !== null) {
+      socket = tls.connect({
+        host: ep.host,
+        port: ep.port,
+        servername: t.servername ?? (net.isIP(ep.host) === 0 ? ep.host : undefined),
+        ca: t.ca === null ? undefined : readFileSync(t.ca),
+        rejectUnauthorized: !t.insecureSkipVerify,
+        ALPNProtocols: alpn,
+      });
+    } else {
+      socket = net.connect({ host: ep.host, port: ep.port, noDelay: true });
+    }
+    const readyEvent = t !== null ? 'secureConnect' : 'connect';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new SkiffError(ErrorCode.ConnectTimeout, 'upstream', `connect to ${endpointKey(ep)} timed out after ${cluster.connectTimeoutMs} ms`, true));
+    }, cluster.connectTimeoutMs);
+    const onError = (err: Error): void => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(new SkiffError(ErrorCode.UpstreamConnect, 'upstream', `connect to ${endpointKey(ep)} failed: ${(err as NodeJS.ErrnoException).code ?? err.message}`, true, err));
+    };
+    socket.once('error', onError);
+    socket.once(readyEvent, () => {
+      clearTimeout(timer);
+      socket.off('error', onError);
+      socket.setNoDelay(true);
+      resolve(socket);
+    });
+  });
+}
+

@@ -1,0 +1,584 @@
+/**
+ * Skiff's own HTTP/1.1 listener codec over a net (or TLS) socket: one H1ServerConn per
+ * connection, one request at a time (pipelined requests wait in the read buffer), heads parsed
+ * by the strict parser in parse.ts, bodies pushed into `ctx.requestBody` as subarrays of the
+ * socket's chunks, responses serialised straight onto the socket.
+ *
+ * Why not node:http (decision log, issue 3): its per-request IncomingMessage/ServerResponse
+ * objects, event fan-out and header re-validation cost more than the whole rest of the proxy
+ * path; this codec materialises only what routing needs (method, target, a flat header list).
+ *
+ * The connection object is the DownstreamWriter and FrameSource of the request in flight;
+ * every callback carries the request's generation, and `ctx === null` between requests.
+ */
+import type { Socket } from 'node:net';
+import { STATUS_CODES } from 'node:http';
+import type { ContextArena } from '../../src/arena.js';
+import { Hold, type DownstreamWriter, type RequestContext } from '../../src/context.js';
+import { ErrorCode, SkiffError, errorResponse } from '../../src/errors.js';
+import type { FrameSource } from '../../src/frames.js';
+import type { ProxyEngine } from '../../src/proxy/engine.js';
+import type { Limits, ListenerConfig } from '../../src/config/types.js';
+import { ChunkedDecoder, ParseError, ParseErrorKind, parseRequestHead, type ChunkSink, type HeadLimits, type RequestHead } from './parse.js';
+
+const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1');
+const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
+const CHUNK_END = '0\r\n\r\n';
+const MAX_FIELDS = 128;
+
+const enum ReadState {
+  /** Waiting for (or reading) a request head. */
+  Head = 0,
+  /** Reading the body of the request in flight. */
+  Body = 1,
+  /** The request in flight is fully read; the response is still going out. */
+  Idle = 2,
+  Closed = 3,
+}
+
+const enum BodyFraming {
+  None = 0,
+  Length = 1,
+  Chunked = 2,
+  /** HTTP/1.0 client and no length: the end of the body is the end of the connection. */
+  UntilClose = 3,
+}
+
+const statusLines = new Map<number, string>();
+function statusLine(status: number): string {
+  let line = statusLines.get(status);
+  if (line === undefined) {
+    line = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n`;
+    if (statusLines.size < 1000) statusLines.set(status, line);
+  }
+  return line;
+}
+
+function eqLower(s: string, lower: string): boolean {
+  if (s.length !== lower.length) return false;
+  for (let i = 0; i < lower.length; i++) {
+    let c = s.charCodeAt(i);
+    if (c >= 65 && c <= 90) c |= 0x20;
+    if (c !== lower.charCodeAt(i)) return false;
+  }
+  return true;
+}
+
+/** Settings one listener shares with all its connections. */
+export class H1ServerSettings {
+  readonly engine: ProxyEngine;
+  readonly arena: ContextArena;
+  readonly config: ListenerConfig;
+  readonly scheme: string;
+  readonly maxHeaderBytes: number;
+  readonly headersTimeoutMs: number;
+  readonly keepAliveTimeoutMs: number;
+  readonly headLimits: HeadLimits;
+  /** Every open connection, for drain and shutdown. */
+  readonly conns: Set<H1ServerConn>;
+  isDraining: boolean;
+
+  constructor(engine: ProxyEngine, arena: ContextArena, config: ListenerConfig, limits: Limits, isTls: boolean) {
+    this.engine = engine;
+    this.arena = arena;
+    this.config = config;
+    this.scheme = isTls ? 'https' : 'http';
+    this.maxHeaderBytes = limits.maxHeaderBytes;
+    this.headersTimeoutMs = limits.headersTimeoutMs;
+    this.keepAliveTimeoutMs = limits.keepAliveTimeoutMs;
+    this.headLimits = { maxFields: MAX_FIELDS };
+    this.conns = new Set();
+    this.isDraining = false;
+  }
+}
+
+const kConn = Symbol('skiff.h1.conn');
+type TaggedSocket = Socket & { [kConn]: H1ServerConn };
+
+export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
+  readonly socket: Socket;
+  readonly settings: H1ServerSettings;
+  private state: ReadState;
+  /** Bytes read but not consumed: a partial head, or the next pipelined request. */
+  private pending: Buffer | null;
+  // ---- the request in flight ----
+  ctx: RequestContext | null;
+  gen: number;
+  private head: RequestHead | null;
+  private bodyRemaining: number;
+  private readonly decoder: ChunkedDecoder;
+  // ---- its response ----
+  private isResponseStarted: boolean;
+  private isResponseDone: boolean;
+  private resFraming: BodyFraming;
+  private isCloseAfter: boolean;
+  private trailers: readonly string[] | null;
+  private isCorked: boolean;
+  private isPausedByQueue: boolean;
+
+  constructor(socket: Socket, settings: H1ServerSettings) {
+    this.socket = socket;
+    this.settings = settings;
+    this.state = ReadState.Head;
+    this.pending = null;
+    this.ctx = null;
+    this.gen = 0;
+    this.head = null;
+    this.bodyRemaining = 0;
+    this.decoder = new ChunkedDecoder();
+    this.isResponseStarted = false;
+    this.isResponseDone = false;
+    this.resFraming = BodyFraming.None;
+    this.isCloseAfter = false;
+    this.trailers = null;
+    this.isCorked = false;
+    this.isPausedByQueue = false;
+    (socket as TaggedSocket)[kConn] = this;
+    settings.conns.add(this);
+    socket.setNoDelay(true);
+    socket.on('data', onSocketData);
+    socket.on('end', onSocketEnd);
+    socket.on('close', onSocketClose);
+    socket.on('error', onSocketError);
+    socket.on('drain', onSocketDrain);
+    socket.on('timeout', onSocketTimeout);
+    socket.setTimeout(settings.headersTimeoutMs);
+  }
+
+  /** True between requests (safe to close during drain). */
+  get isIdle(): boolean {
+    return this.ctx === null && this.pending === null;
+  }
+
+  // ---- reading ------------------------------------------------------------------------
+
+  /** Bytes from the socket. */
+  read(chunk: Buffer): void {
+    switch (this.state) {
+      case ReadState.Head:
+        this.readHead(this.pending === null ? chunk : Buffer.concat([this.pending, chunk]));
+        return;
+      case ReadState.Body: {
+        const used = this.feedBody(chunk, 0);
+        if (used >= 0 && used < chunk.length) this.keepPending(chunk.subarray(used));
+        return;
+      }
+      case ReadState.Idle:
+        this.keepPending(this.pending === null ? chunk : Buffer.concat([this.pending, chunk]));
+        return;
+      default:
+        return;
+    }
+  }
+
+  /** Holds bytes of the next request; past the head limit, stops reading until it is turn. */
+  private keepPending(buf: Buffer): void {
+    this.pending = buf;
+    if (buf.length > this.settings.maxHeaderBytes) this.socket.pause();
+  }
+
+  private readHead(buf: Buffer): void {
+    let start = 0;
+    // RFC 9112 §2.2: ignore empty lines before a request line.
+    while (buf.length - start >= 2 && buf[start] === 13 && buf[start + 1] === 10) start += 2;
+    const end = buf.indexOf(CRLFCRLF, start);
+    if (end < 0) {
+      if (buf.length - start > this.settings.maxHeaderBytes) {
+        this.rejectHead(new ParseError(ParseErrorKind.HeadersTooLarge, 'request head is too large'));
+        return;
+      }
+      this.pending = start === buf.length ? null : start === 0 ? buf : buf.subarray(start);
+      return;
+    }
+    if (end - start > this.settings.maxHeaderBytes) {
+      this.rejectHead(new ParseError(ParseErrorKind.HeadersTooLarge, 'request head is too large'));
+      return;
+    }
+    this.pending = null;
+    const parsed = parseRequestHead(buf.toString('latin1', start, end), this.settings.headLimits);
+    if (parsed instanceof ParseError) {
+      this.rejectHead(parsed);
+      return;
+    }
+    const rest = end + 4;
+    this.startRequest(parsed);
+    if (this.state === ReadState.Body && rest < buf.length) {
+      const used = this.feedBody(buf, rest);
+      if (used >= 0 && rest + used < buf.length) this.keepPending(buf.subarray(rest + used));
+    } else if (rest < buf.length && this.state !== ReadState.Closed) {
+      this.keepPending(buf.subarray(rest));
+    }
+  }
+
+  private startRequest(head: RequestHead): void {
+    const s = this.settings;
+    const ctx = s.arena.acquire();
+    const gen = ctx.generation;
+    this.ctx = ctx;
+    this.gen = gen;
+    this.head = head;
+    this.isResponseStarted = false;
+    this.isResponseDone = false;
+    this.resFraming = BodyFraming.None;
+    this.isCloseAfter = head.isClose || s.isDraining || head.method === 'CONNECT';
+    this.trailers = null;
+    this.socket.setTimeout(0);
+
+    ctx.protocol = 'http1';
+    ctx.method = head.method;
+    ctx.scheme = s.scheme;
+    const target = head.target;
+    if (target.charCodeAt(0) === 47 /* / */ || target === '*') {
+      ctx.path = target;
+      ctx.authority = head.host ?? '';
+    } else if (head.method === 'CONNECT') {
+      ctx.path = '';
+      ctx.authority = target;
+    } else {
+      // absolute-form: http://authority/path
+      const from = target.indexOf('://') + 3;
+      const slash = target.indexOf('/', from);
+      ctx.authority = slash < 0 ? target.slice(from) : target.slice(from, slash);
+      ctx.path = slash < 0 ? '/' : target.slice(slash);
+    }
+    ctx.rawHeaders = head.rawHeaders;
+    ctx.remoteAddress = this.socket.remoteAddress ?? '';
+    ctx.listenerName = s.config.name;
+    ctx.routeTable = s.config.routes;
+    ctx.startTime = performance.now();
+    const raw = head.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) {
+      if (raw[i].length === 12 && eqLower(raw[i], 'x-request-id')) {
+        ctx.requestId = raw[i + 1];
+        break;
+      }
+    }
+    ctx.contentLength = head.contentLength;
+    ctx.hasRequestBody = head.isChunked || head.contentLength > 0;
+    ctx.downstream = this;
+
+    if (ctx.hasRequestBody) {
+      ctx.requestBody.source = this;
+      this.state = ReadState.Body;
+      this.bodyRemaining = head.contentLength;
+      if (head.isChunked) this.decoder.reset();
+    } else {
+      this.state = ReadState.Idle;
+      ctx.requestBody.end();
+      ctx.release(Hold.RequestBody);
+    }
+    s.engine.handle(ctx);
+    // Expect: 100-continue is answered once the engine did not refuse the request outright.
+    if (head.isExpectContinue && ctx.isLive(gen) && !this.isResponseStarted && this.state === ReadState.Body && head.version === 11) {
+      this.socket.write(CONTINUE);
+    }
+  }
+
+  /** Feeds body bytes from `buf[off..]`; returns how many were body, or -1 on a framing error. */
+  private feedBody(buf: Buffer, off: number): number {
+    const ctx = this.ctx as RequestContext;
+    const head = this.head as RequestHead;
+    if (head.isChunked) {
+      const used = this.decoder.feed(buf, off, this);
+      if (used < 0) {
+        this.bodyError(`malformed chunked body: ${this.decoder.error}`);
+        return -1;
+      }
+      return used;
+    }
+    const avail = buf.length - off;
+    const n = avail < this.bodyRemaining ? avail : this.bodyRemaining;
+    this.bodyRemaining -= n;
+    ctx.requestBody.push(off === 0 && n === buf.length ? buf : buf.subarray(off, off + n));
+    if (this.bodyRemaining === 0) this.endRequestBody();
+    return n;
+  }
+
+  onChunkData(data: Buffer): void {
+    const ctx = this.ctx;
+    if (ctx !== null) ctx.requestBody.push(data);
+  }
+
+  onChunkTrailers(raw: string[]): void {
+    const ctx = this.ctx;
+    if (ctx !== null) ctx.requestBody.pushTrailers(raw);
+  }
+
+  onChunkEnd(): void {
+    this.endRequestBody();
+  }
+
+  private endRequestBody(): void {
+    const ctx = this.ctx;
+    if (ctx === null || this.state !== ReadState.Body) return;
+    this.state = ReadState.Idle;
+    ctx.requestBody.end();
+    ctx.release(Hold.RequestBody);
+    if (this.isResponseDone) this.nextRequest();
+  }
+
+  private bodyError(message: string): void {
+    const ctx = this.ctx;
+    this.isCloseAfter = true;
+    this.state = ReadState.Closed;
+    if (ctx === null) return;
+    const err = new SkiffError(ErrorCode.BadRequest, 'downstream', message);
+    ctx.requestBody.reset(err);
+    ctx.release(Hold.RequestBody);
+    this.settings.engine.fail(ctx, this.gen, err);
+  }
+
+  /** A head we cannot accept: answer directly (no context) and close. */
+  private rejectHead(err: ParseError): void {
+    this.state = ReadState.Closed;
+    this.pending = null;
+    const code = err.kind === ParseErrorKind.HeadersTooLarge ? ErrorCode.HeadersTooLarge : ErrorCode.BadRequest;
+    const message = err.kind === ParseErrorKind.HeadersTooLarge ? err.message : `malformed request (${err.message})`;
+    const res = errorResponse(new SkiffError(code, 'downstream', message));
+    const status = err.kind === ParseErrorKind.Unsupported ? 501 : res.status;
+    const body = res.body;
+    this.socket.end(`${statusLine(status)}content-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-skiff-error: ${res.code}\r\nconnection: close\r\n\r\n${body}`, 'latin1');
+  }
+
+  // ---- FrameSource (request body) -------------------------------------------------------
+
+  pauseSource(): void {
+    this.isPausedByQueue = true;
+    this.socket.pause();
+  }
+
+  resumeSource(): void {
+    this.isPausedByQueue = false;
+    if (this.state !== ReadState.Closed) this.socket.resume();
+  }
+
+  // ---- DownstreamWriter -----------------------------------------------------------------
+
+  writeHead(status: number, rawHeaders: readonly string[], _isEndStream: boolean): void {
+    if (this.isResponseStarted || this.socket.destroyed) return;
+    this.isResponseStarted = true;
+    const head = this.head as RequestHead;
+    let hasLength = false;
+    let out = statusLine(status);
+    for (let i = 0; i < rawHeaders.length; i += 2) {
+      const name = rawHeaders[i];
+      if (name.length === 14 && eqLower(name, 'content-length')) hasLength = true;
+      out += name + ': ' + rawHeaders[i + 1] + '\r\n';
+    }
+    const hasNoBody = head.method === 'HEAD' || status === 204 || status === 304 || status < 200;
+    if (hasNoBody) {
+      this.resFraming = BodyFraming.None;
+    } else if (hasLength) {
+      this.resFraming = BodyFraming.Length;
+    } else if (head.version === 11) {
+      this.resFraming = BodyFraming.Chunked;
+      out += 'transfer-encoding: chunked\r\n';
+    } else {
+      this.resFraming = BodyFraming.UntilClose;
+      this.isCloseAfter = true;
+    }
+    // A request body still arriving cannot be skipped safely on this connection: close after.
+    if (this.state === ReadState.Body) this.isCloseAfter = true;
+    if (this.isCloseAfter) out += 'connection: close\r\n';
+    else if (head.version === 10) out += 'connection: keep-alive\r\n';
+    out += '\r\n';
+    this.cork();
+    this.socket.write(out, 'latin1');
+  }
+
+  writeError(status: number, code: string, body: string): void {
+    if (this.isResponseStarted || this.socket.destroyed) {
+      this.socket.destroy();
+      return;
+    }
+    this.isResponseStarted = true;
+    if (this.state === ReadState.Body || (this.head !== null && this.head.method === 'CONNECT')) this.isCloseAfter = true;
+    const head = this.head as RequestHead;
+    const payload = head.method === 'HEAD' ? '' : body;
+    this.cork();
+    this.socket.write(
+      `${statusLine(status)}content-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-skiff-error: ${code}\r\n${this.isCloseAfter ? 'connection: close\r\n' : ''}\r\n${payload}`,
+      'latin1',
+    );
+    this.finishResponse();
+  }
+
+  abort(_err: SkiffError): void {
+    this.isCloseAfter = true;
+    this.socket.destroy();
+  }
+
+  /** FrameSink: a response body chunk. */
+  onData(chunk: Buffer): boolean {
+    return this.writeBody(chunk);
+  }
+
+  private writeBody(chunk: Buffer): boolean {
+    const socket = this.socket;
+    if (socket.destroyed) return true;
+    switch (this.resFraming) {
+      case BodyFraming.Chunked:
+        this.cork();
+        socket.write(chunk.length.toString(16) + '\r\n', 'latin1');
+        socket.write(chunk);
+        return socket.write('\r\n', 'latin1');
+      case BodyFraming.None:
+        return true;
+      default:
+        return socket.write(chunk);
+    }
+  }
+
+  onTrailers(raw: readonly string[]): void {
+    if (this.resFraming === BodyFraming.Chunked) this.trailers = raw;
+  }
+
+  onEnd(): void {
+    if (this.socket.destroyed) return;
+    if (this.resFraming === BodyFraming.Chunked) {
+      const t = this.trailers;
+      if (t === null || t.length === 0) {
+        this.socket.write(CHUNK_END, 'latin1');
+      } else {
+        let s = '0\r\n';
+        for (let i = 0; i < t.length; i += 2) s += t[i] + ': ' + t[i + 1] + '\r\n';
+        this.socket.write(s + '\r\n', 'latin1');
+      }
+    }
+    this.finishResponse();
+  }
+
+  onReset(_err: SkiffError): void {
+    this.isCloseAfter = true;
+    this.socket.destroy();
+  }
+
+  private cork(): void {
+    if (this.isCorked) return;
+    this.isCorked = true;
+    this.socket.cork();
+    process.nextTick(uncork, this);
+  }
+
+  uncork(): void {
+    this.isCorked = false;
+    this.socket.uncork();
+  }
+
+  /** The response is fully written (queued on the socket). */
+  private finishResponse(): void {
+    if (this.isResponseDone) return;
+    this.isResponseDone = true;
+    const ctx = this.ctx;
+    if (ctx !== null) this.settings.engine.onDownstreamDone(ctx, this.gen, false);
+    if (this.isCloseAfter || this.resFraming === BodyFraming.UntilClose) {
+      this.closeAfterResponse();
+      return;
+    }
+    if (this.state === ReadState.Idle) this.nextRequest();
+  }
+
+  private closeAfterResponse(): void {
+    const ctx = this.ctx;
+    if (ctx !== null && this.state === ReadState.Body) {
+      // The rest of the request body is dropped with the connection.
+      ctx.requestBody.reset(new SkiffError(ErrorCode.DownstreamReset, 'downstream', 'connection closed before the request body ended'));
+      ctx.release(Hold.RequestBody);
+    }
+    this.state = ReadState.Closed;
+    this.ctx = null;
+    this.head = null;
+    this.pending = null;
+    this.socket.end();
+  }
+
+  /** The exchange is over on both sides: parse the next pipelined request, if any. */
+  private nextRequest(): void {
+    this.ctx = null;
+    this.head = null;
+    this.state = ReadState.Head;
+    if (this.settings.isDraining) {
+      this.closeAfterResponse();
+      return;
+    }
+    this.socket.setTimeout(this.settings.keepAliveTimeoutMs);
+    if (this.isPausedByQueue || this.socket.isPaused()) {
+      this.isPausedByQueue = false;
+      this.socket.resume();
+    }
+    const pending = this.pending;
+    if (pending !== null) {
+      this.pending = null;
+      this.readHead(pending);
+    }
+  }
+
+  // ---- socket events ----------------------------------------------------------------------
+
+  onEndOfInput(): void {
+    // The client half-closed. A request still being read is cut short; otherwise finish the
+    // response in flight (if any) and close.
+    this.isCloseAfter = true;
+    if (this.state === ReadState.Body) {
+      this.bodyError('client closed the connection before the request body ended');
+      return;
+    }
+    if (this.ctx === null) this.socket.end();
+  }
+
+  onClose(): void {
+    this.settings.conns.delete(this);
+    this.state = ReadState.Closed;
+    const ctx = this.ctx;
+    this.ctx = null;
+    this.pending = null;
+    if (ctx === null || !ctx.isLive(this.gen)) return;
+    if (ctx.requestBody.isOpen) {
+      ctx.requestBody.reset(new SkiffError(ErrorCode.DownstreamReset, 'downstream', 'client closed the connection'));
+    }
+    ctx.release(Hold.RequestBody);
+    if (!this.isResponseDone) this.settings.engine.onDownstreamDone(ctx, this.gen, true);
+  }
+
+  onTimeout(): void {
+    if (this.state !== ReadState.Head) return;
+    if (this.pending !== null) {
+      this.rejectHead(new ParseError(ParseErrorKind.BadRequest, 'request head did not arrive in time'));
+      return;
+    }
+    this.socket.destroy(); // idle keep-alive connection
+  }
+
+  /** Drain: idle connections close now, busy ones after their response. */
+  drain(): void {
+    if (this.ctx === null) {
+      this.state = ReadState.Closed;
+      this.socket.end();
+    }
+  }
+}
+
+function uncork(conn: H1ServerConn): void {
+  conn.uncork();
+}
+
+function onSocketData(this: TaggedSocket, chunk: Buffer): void {
+  this[kConn].read(chunk);
+}
+function onSocketEnd(this: TaggedSocket): void {
+  this[kConn].onEndOfInput();
+}
+function onSocketClose(this: TaggedSocket): void {
+  this[kConn].onClose();
+}
+function onSocketError(): void {
+  // 'close' follows and cleans up.
+}
+function onSocketDrain(this: TaggedSocket): void {
+  const conn = this[kConn];
+  const ctx = conn.ctx;
+  if (ctx !== null && ctx.isLive(conn.gen)) ctx.responseBody.resumeSink();
+}
+function onSocketTimeout(this: TaggedSocket): void {
+  this[kConn].onTimeout();
+}
