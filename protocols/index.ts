@@ -1,6 +1,6 @@
 /** The protocol layer's exports for the bootstrap (src/runtime.ts). */
 import type { ConnectorSet } from '../src/pool/types.js';
-import { H1Connector } from './h1/upstream.js';
+import { H1ClientConnector } from './h1/client-conn.js';
 import { H2Connector } from './h2/upstream.js';
 
 export { Listener } from './listener.js';
@@ -8,5 +8,5 @@ export { AdminServer, type AdminHandler, type AdminResponse } from './admin/serv
 
 export function createConnectors(): ConnectorSet {
   const h2 = new H2Connector();
-  return { http1: new H1Connector(), h2c: h2, h2 };
+  return { http1: new H1ClientConnector(), h2c: h2, h2 };
 }
