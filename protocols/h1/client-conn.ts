@@ -13,18 +13,19 @@
  */
 import type { Socket } from 'node:net';
 import type { RequestContext } from '../../src/context.js';
+import { addressKey } from '../../src/address.js';
 import { ErrorCode, SkiffError } from '../../src/errors.js';
 import type { FrameSink, FrameSource } from '../../src/frames.js';
 import { buildUpstreamHeaders } from '../../src/headers.js';
 import type { ConnEvents, Connector, UpstreamConn, UpstreamHandler } from '../../src/pool/types.js';
 import type { ClusterConfig, SocketAddress } from '../../src/config/types.js';
 import { dial } from './dial.js';
+import { writeChunk, writeLastChunk } from './wire.js';
 import { ChunkedDecoder, ParseError, parseResponseHead, type ChunkSink, type HeadLimits } from './parse.js';
 
 const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1');
 const MAX_RESPONSE_HEAD = 64 * 1024;
 const HEAD_LIMITS: HeadLimits = { maxFields: 256 };
-const CHUNK_END = '0\r\n\r\n';
 
 const enum Phase {
   /** No exchange; waiting in the pool. */
@@ -43,14 +44,11 @@ const enum Framing {
   UntilClose = 3,
 }
 
-function endpointKey(ep: SocketAddress): string {
-  return ep.host.includes(':') ? `[${ep.host}]:${ep.port}` : `${ep.host}:${ep.port}`;
-}
 
 export class H1ClientConnector implements Connector {
   async connect(endpoint: SocketAddress, cluster: ClusterConfig, events: ConnEvents): Promise<UpstreamConn> {
     const socket = await dial(endpoint, cluster, ['http/1.1']);
-    return new H1ClientConn(endpointKey(endpoint), events, socket);
+    return new H1ClientConn(addressKey(endpoint), events, socket);
   }
 }
 
@@ -191,9 +189,7 @@ export class H1ClientConn implements UpstreamConn, FrameSink, FrameSource, Chunk
     if (s.destroyed) return true;
     if (this.reqFraming === Framing.Chunked) {
       this.cork();
-      s.write(chunk.length.toString(16) + '\r\n', 'latin1');
-      s.write(chunk);
-      return s.write('\r\n', 'latin1');
+      return writeChunk(s, chunk);
     }
     return s.write(chunk);
   }
@@ -205,16 +201,7 @@ export class H1ClientConn implements UpstreamConn, FrameSink, FrameSource, Chunk
   onEnd(): void {
     this.isRequestSent = true;
     if (this.socket.destroyed) return;
-    if (this.reqFraming === Framing.Chunked) {
-      const t = this.reqTrailers;
-      if (t === null || t.length === 0) {
-        this.socket.write(CHUNK_END, 'latin1');
-      } else {
-        let s = '0\r\n';
-        for (let i = 0; i < t.length; i += 2) s += t[i] + ': ' + t[i + 1] + '\r\n';
-        this.socket.write(s + '\r\n', 'latin1');
-      }
-    }
+    if (this.reqFraming === Framing.Chunked) writeLastChunk(this.socket, this.reqTrailers);
   }
 
   onReset(err: SkiffError): void {

@@ -2,12 +2,10 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
+import { addressKey } from '../../src/address.js';
 import { ErrorCode, SkiffError } from '../../src/errors.js';
 import type { ClusterConfig, SocketAddress } from '../../src/config/types.js';
 
-function endpointKey(ep: SocketAddress): string {
-  return ep.host.includes(':') ? `[${ep.host}]:${ep.port}` : `${ep.host}:${ep.port}`;
-}
 
 /** Dials one TCP (or TLS) connection, failing after the cluster's connect timeout. */
 export function dial(ep: SocketAddress, cluster: ClusterConfig, alpn: string[]): Promise<net.Socket> {
@@ -29,12 +27,12 @@ export function dial(ep: SocketAddress, cluster: ClusterConfig, alpn: string[]):
     const readyEvent = t !== null ? 'secureConnect' : 'connect';
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(new SkiffError(ErrorCode.ConnectTimeout, 'upstream', `connect to ${endpointKey(ep)} timed out after ${cluster.connectTimeoutMs} ms`, true));
+      reject(new SkiffError(ErrorCode.ConnectTimeout, 'upstream', `connect to ${addressKey(ep)} timed out after ${cluster.connectTimeoutMs} ms`, true));
     }, cluster.connectTimeoutMs);
     const onError = (err: Error): void => {
       clearTimeout(timer);
       socket.destroy();
-      reject(new SkiffError(ErrorCode.UpstreamConnect, 'upstream', `connect to ${endpointKey(ep)} failed: ${(err as NodeJS.ErrnoException).code ?? err.message}`, true, err));
+      reject(new SkiffError(ErrorCode.UpstreamConnect, 'upstream', `connect to ${addressKey(ep)} failed: ${(err as NodeJS.ErrnoException).code ?? err.message}`, true, err));
     };
     socket.once('error', onError);
     socket.once(readyEvent, () => {

@@ -92,7 +92,8 @@ export class ResponseHead extends MessageFraming {
   }
 }
 
-function eqLower(s: string, lower: string): boolean {
+/** ASCII case-insensitive equality with a lower-case literal. */
+export function eqLower(s: string, lower: string): boolean {
   if (s.length !== lower.length) return false;
   for (let i = 0; i < lower.length; i++) {
     let c = s.charCodeAt(i);

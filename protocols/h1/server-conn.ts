@@ -19,11 +19,11 @@ import { ErrorCode, SkiffError, errorResponse } from '../../src/errors.js';
 import type { FrameSource } from '../../src/frames.js';
 import type { ProxyEngine } from '../../src/proxy/engine.js';
 import type { Limits, ListenerConfig } from '../../src/config/types.js';
-import { ChunkedDecoder, ParseError, ParseErrorKind, parseRequestHead, type ChunkSink, type HeadLimits, type RequestHead } from './parse.js';
+import { writeChunk, writeLastChunk } from './wire.js';
+import { ChunkedDecoder, eqLower, ParseError, ParseErrorKind, parseRequestHead, type ChunkSink, type HeadLimits, type RequestHead } from './parse.js';
 
 const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1');
 const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
-const CHUNK_END = '0\r\n\r\n';
 const MAX_FIELDS = 128;
 
 const enum ReadState {
@@ -52,16 +52,6 @@ function statusLine(status: number): string {
     if (statusLines.size < 1000) statusLines.set(status, line);
   }
   return line;
-}
-
-function eqLower(s: string, lower: string): boolean {
-  if (s.length !== lower.length) return false;
-  for (let i = 0; i < lower.length; i++) {
-    let c = s.charCodeAt(i);
-    if (c >= 65 && c <= 90) c |= 0x20;
-    if (c !== lower.charCodeAt(i)) return false;
-  }
-  return true;
 }
 
 /** Settings one listener shares with all its connections. */
@@ -419,9 +409,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     switch (this.resFraming) {
       case BodyFraming.Chunked:
         this.cork();
-        socket.write(chunk.length.toString(16) + '\r\n', 'latin1');
-        socket.write(chunk);
-        return socket.write('\r\n', 'latin1');
+        return writeChunk(socket, chunk);
       case BodyFraming.None:
         return true;
       default:
@@ -435,16 +423,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
 
   onEnd(): void {
     if (this.socket.destroyed) return;
-    if (this.resFraming === BodyFraming.Chunked) {
-      const t = this.trailers;
-      if (t === null || t.length === 0) {
-        this.socket.write(CHUNK_END, 'latin1');
-      } else {
-        let s = '0\r\n';
-        for (let i = 0; i < t.length; i += 2) s += t[i] + ': ' + t[i + 1] + '\r\n';
-        this.socket.write(s + '\r\n', 'latin1');
-      }
-    }
+    if (this.resFraming === BodyFraming.Chunked) writeLastChunk(this.socket, this.trailers);
     this.finishResponse();
   }
 

@@ -12,6 +12,7 @@
 import http2 from 'node:http2';
 import type net from 'node:net';
 import type { RequestContext } from '../../src/context.js';
+import { addressKey } from '../../src/address.js';
 import { ErrorCode, SkiffError } from '../../src/errors.js';
 import type { FrameSink, FrameSource } from '../../src/frames.js';
 import { buildUpstreamHeaders, getHeader } from '../../src/headers.js';
@@ -28,19 +29,16 @@ const DEFAULT_STREAMS = 100;
 /** Receive window of a whole upstream connection. */
 const CONNECTION_WINDOW = 16 * 1024 * 1024;
 
-function endpointKey(ep: SocketAddress): string {
-  return ep.host.includes(':') ? `[${ep.host}]:${ep.port}` : `${ep.host}:${ep.port}`;
-}
 
 export class H2Connector implements Connector {
   async connect(endpoint: SocketAddress, cluster: ClusterConfig, events: ConnEvents): Promise<UpstreamConn> {
     const socket = await dial(endpoint, cluster, ['h2']);
     if (cluster.tls !== null && (socket as net.Socket & { alpnProtocol?: string | false }).alpnProtocol !== 'h2') {
       socket.destroy();
-      throw new SkiffError(ErrorCode.UpstreamConnect, 'upstream', `${endpointKey(endpoint)} did not negotiate h2 via ALPN`, true);
+      throw new SkiffError(ErrorCode.UpstreamConnect, 'upstream', `${addressKey(endpoint)} did not negotiate h2 via ALPN`, true);
     }
     const scheme = cluster.tls !== null ? 'https' : 'http';
-    const session = http2.connect(`${scheme}://${endpointKey(endpoint)}`, {
+    const session = http2.connect(`${scheme}://${addressKey(endpoint)}`, {
       createConnection: () => socket,
       settings: { enablePush: false, initialWindowSize: 1024 * 1024 },
       maxSessionMemory: 64,
@@ -68,7 +66,7 @@ export class H2Conn implements UpstreamConn {
   private settingsWaiter: ((err: SkiffError | null) => void) | null;
 
   constructor(endpoint: SocketAddress, _cluster: ClusterConfig, events: ConnEvents, session: http2.ClientHttp2Session, scheme: string) {
-    this.endpointKey = endpointKey(endpoint);
+    this.endpointKey = addressKey(endpoint);
     this.isMultiplexed = true;
     this.activeStreams = 0;
     this.maxStreams = DEFAULT_STREAMS;

@@ -9,6 +9,7 @@
  *   queue has a bound (503 overloaded).
  * - Idle connections close after the cluster's idle timeout (one sweep timer per pool).
  */
+import { addressKey } from '../address.js';
 import { ErrorCode, SkiffError } from '../errors.js';
 import type { ClusterConfig, SocketAddress } from '../config/types.js';
 import type { ConnEvents, Connector, UpstreamConn } from './types.js';
@@ -38,7 +39,7 @@ export class EndpointPool implements ConnEvents {
   connectFailures: number;
 
   constructor(endpoint: SocketAddress, cluster: ClusterConfig, connector: Connector) {
-    this.key = endpoint.host.includes(':') ? `[${endpoint.host}]:${endpoint.port}` : `${endpoint.host}:${endpoint.port}`;
+    this.key = addressKey(endpoint);
     this.endpoint = endpoint;
     this.cluster = cluster;
     this.connector = connector;

@@ -4,6 +4,7 @@
  * connections; `retain()` after a swap closes pools whose endpoint is gone.
  */
 import type { ClusterConfig } from '../config/types.js';
+import { addressKey } from '../address.js';
 import { EndpointPool } from './endpoint-pool.js';
 import type { ConnectorSet } from './types.js';
 
@@ -34,7 +35,7 @@ export class UpstreamPools {
     const byKey = new Map<string, EndpointPool>();
     if (old !== undefined) for (const p of old) byKey.set(p.key, p);
     for (const ep of cluster.endpoints) {
-      const key = ep.host.includes(':') ? `[${ep.host}]:${ep.port}` : `${ep.host}:${ep.port}`;
+      const key = addressKey(ep);
       const prev = byKey.get(key);
       if (prev !== undefined && prev.cluster.protocol === cluster.protocol && sameTls(prev.cluster, cluster)) {
         prev.cluster = cluster;
