@@ -21,6 +21,7 @@ import type { ConnEvents, Connector, UpstreamConn, UpstreamHandler } from '../..
 import type { ClusterConfig, SocketAddress } from '../../src/config/types.js';
 import { dial } from './dial.js';
 import { writeChunk, writeLastChunk } from './wire.js';
+import { uncorkAtTickEnd } from './cork.js';
 import { ChunkedDecoder, ParseError, parseResponseHead, type ChunkSink, type HeadLimits } from './parse.js';
 
 const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1');
@@ -174,7 +175,7 @@ export class H1ClientConn implements UpstreamConn, FrameSink, FrameSource, Chunk
     if (this.isCorked) return;
     this.isCorked = true;
     this.socket.cork();
-    process.nextTick(uncork, this);
+    uncorkAtTickEnd(this);
   }
 
   uncork(): void {
@@ -431,9 +432,6 @@ export class H1ClientConn implements UpstreamConn, FrameSink, FrameSource, Chunk
   }
 }
 
-function uncork(conn: H1ClientConn): void {
-  conn.uncork();
-}
 function onData(this: TaggedSocket, chunk: Buffer): void {
   this[kConn].read(chunk);
 }

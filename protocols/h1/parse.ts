@@ -36,6 +36,8 @@ export const enum ParseErrorKind {
   BadRequest = 0,
   HeadersTooLarge = 1,
   Unsupported = 2,
+  /** The head did not arrive within the head timeout (408). */
+  Timeout = 3,
 }
 
 export class ParseError {

@@ -20,6 +20,7 @@ import type { FrameSource } from '../../src/frames.js';
 import type { ProxyEngine } from '../../src/proxy/engine.js';
 import type { Limits, ListenerConfig } from '../../src/config/types.js';
 import { writeChunk, writeLastChunk } from './wire.js';
+import { uncorkAtTickEnd } from './cork.js';
 import { ChunkedDecoder, eqLower, ParseError, ParseErrorKind, parseRequestHead, type ChunkSink, type HeadLimits, type RequestHead } from './parse.js';
 
 const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1');
@@ -64,9 +65,16 @@ export class H1ServerSettings {
   readonly headersTimeoutMs: number;
   readonly keepAliveTimeoutMs: number;
   readonly headLimits: HeadLimits;
-  /** Every open connection, for drain and shutdown. */
+  /** Every open connection, for drain, shutdown and the timeout sweep. */
   readonly conns: Set<H1ServerConn>;
   isDraining: boolean;
+  /**
+   * One coarse timer per listener checks every connection's deadline (head timeout, keep-alive
+   * timeout), instead of `socket.setTimeout()` per request, which allocated and re-armed a
+   * timer object twice per request.
+   */
+  private sweepTimer: NodeJS.Timeout | null;
+  private readonly sweepMs: number;
 
   constructor(engine: ProxyEngine, arena: ContextArena, config: ListenerConfig, limits: Limits, isTls: boolean) {
     this.engine = engine;
@@ -79,6 +87,31 @@ export class H1ServerSettings {
     this.headLimits = { maxFields: MAX_FIELDS };
     this.conns = new Set();
     this.isDraining = false;
+    this.sweepTimer = null;
+    this.sweepMs = Math.max(50, Math.min(1000, Math.min(this.headersTimeoutMs, this.keepAliveTimeoutMs) >>> 2));
+  }
+
+  add(conn: H1ServerConn): void {
+    this.conns.add(conn);
+    if (this.sweepTimer === null) {
+      this.sweepTimer = setInterval(sweepConnections, this.sweepMs, this);
+      this.sweepTimer.unref();
+    }
+  }
+
+  remove(conn: H1ServerConn): void {
+    this.conns.delete(conn);
+    if (this.conns.size === 0 && this.sweepTimer !== null) {
+      clearInterval(this.sweepTimer);
+      this.sweepTimer = null;
+    }
+  }
+}
+
+function sweepConnections(settings: H1ServerSettings): void {
+  const now = performance.now();
+  for (const conn of settings.conns) {
+    if (conn.deadline !== 0 && now >= conn.deadline) conn.onTimeout();
   }
 }
 
@@ -105,6 +138,10 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
   private trailers: readonly string[] | null;
   private isCorked: boolean;
   private isPausedByQueue: boolean;
+  /** performance.now() after which the sweep times the connection out; 0 = none. */
+  deadline: number;
+  /** Idle on keep-alive: no byte of the next head has arrived yet. */
+  private isBetweenRequests: boolean;
 
   constructor(socket: Socket, settings: H1ServerSettings) {
     this.socket = socket;
@@ -123,16 +160,16 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     this.trailers = null;
     this.isCorked = false;
     this.isPausedByQueue = false;
+    this.deadline = performance.now() + settings.headersTimeoutMs;
+    this.isBetweenRequests = false;
     (socket as TaggedSocket)[kConn] = this;
-    settings.conns.add(this);
+    settings.add(this);
     socket.setNoDelay(true);
     socket.on('data', onSocketData);
     socket.on('end', onSocketEnd);
     socket.on('close', onSocketClose);
     socket.on('error', onSocketError);
     socket.on('drain', onSocketDrain);
-    socket.on('timeout', onSocketTimeout);
-    socket.setTimeout(settings.headersTimeoutMs);
   }
 
   /** True between requests (safe to close during drain). */
@@ -178,6 +215,11 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
         return;
       }
       this.pending = start === buf.length ? null : start === 0 ? buf : buf.subarray(start);
+      // A head has started: from now on the (shorter) head timeout applies.
+      if (this.pending !== null && this.isBetweenRequests) {
+        this.isBetweenRequests = false;
+        this.deadline = performance.now() + this.settings.headersTimeoutMs;
+      }
       return;
     }
     if (end - start > this.settings.maxHeaderBytes) {
@@ -212,7 +254,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     this.resFraming = BodyFraming.None;
     this.isCloseAfter = head.isClose || s.isDraining || head.method === 'CONNECT';
     this.trailers = null;
-    this.socket.setTimeout(0);
+    this.deadline = 0;
 
     ctx.protocol = 'http1';
     ctx.method = head.method;
@@ -323,9 +365,9 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     this.state = ReadState.Closed;
     this.pending = null;
     const code = err.kind === ParseErrorKind.HeadersTooLarge ? ErrorCode.HeadersTooLarge : ErrorCode.BadRequest;
-    const message = err.kind === ParseErrorKind.HeadersTooLarge ? err.message : `malformed request (${err.message})`;
+    const message = err.kind === ParseErrorKind.BadRequest || err.kind === ParseErrorKind.Unsupported ? `malformed request (${err.message})` : err.message;
     const res = errorResponse(new SkiffError(code, 'downstream', message));
-    const status = err.kind === ParseErrorKind.Unsupported ? 501 : res.status;
+    const status = err.kind === ParseErrorKind.Unsupported ? 501 : err.kind === ParseErrorKind.Timeout ? 408 : res.status;
     const body = res.body;
     this.socket.end(`${statusLine(status)}content-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-skiff-error: ${res.code}\r\nconnection: close\r\n\r\n${body}`, 'latin1');
   }
@@ -436,7 +478,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     if (this.isCorked) return;
     this.isCorked = true;
     this.socket.cork();
-    process.nextTick(uncork, this);
+    uncorkAtTickEnd(this);
   }
 
   uncork(): void {
@@ -480,7 +522,8 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
       this.closeAfterResponse();
       return;
     }
-    this.socket.setTimeout(this.settings.keepAliveTimeoutMs);
+    this.deadline = performance.now() + this.settings.keepAliveTimeoutMs;
+    this.isBetweenRequests = true;
     if (this.isPausedByQueue || this.socket.isPaused()) {
       this.isPausedByQueue = false;
       this.socket.resume();
@@ -506,7 +549,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
   }
 
   onClose(): void {
-    this.settings.conns.delete(this);
+    this.settings.remove(this);
     this.state = ReadState.Closed;
     const ctx = this.ctx;
     this.ctx = null;
@@ -520,9 +563,10 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
   }
 
   onTimeout(): void {
+    this.deadline = 0;
     if (this.state !== ReadState.Head) return;
     if (this.pending !== null) {
-      this.rejectHead(new ParseError(ParseErrorKind.BadRequest, 'request head did not arrive in time'));
+      this.rejectHead(new ParseError(ParseErrorKind.Timeout, 'request head did not arrive in time'));
       return;
     }
     this.socket.destroy(); // idle keep-alive connection
@@ -537,9 +581,6 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
   }
 }
 
-function uncork(conn: H1ServerConn): void {
-  conn.uncork();
-}
 
 function onSocketData(this: TaggedSocket, chunk: Buffer): void {
   this[kConn].read(chunk);
@@ -557,7 +598,4 @@ function onSocketDrain(this: TaggedSocket): void {
   const conn = this[kConn];
   const ctx = conn.ctx;
   if (ctx !== null && ctx.isLive(conn.gen)) ctx.responseBody.resumeSink();
-}
-function onSocketTimeout(this: TaggedSocket): void {
-  this[kConn].onTimeout();
 }

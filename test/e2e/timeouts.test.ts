@@ -1,0 +1,73 @@
+// Connection timeouts of the HTTP/1.1 listener: a request head that stops arriving gets 408 and
+// the connection closes (slowloris on heads); an idle keep-alive connection is closed after
+// keepAliveTimeout; an active request is never cut by either.
+import { after, before, it } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import net from 'node:net';
+import { freePorts, startSkiff, type SkiffProcess } from '../helpers/skiff.js';
+
+let upstream: http.Server;
+let sk: SkiffProcess;
+let listen = 0;
+
+before(async () => {
+  upstream = http.createServer((req, res) => {
+    req.resume();
+    // /slow answers after 1.2 s: longer than both timeouts below.
+    setTimeout(() => res.end('ok'), req.url === '/slow' ? 1200 : 0);
+  });
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()));
+  const upPort = (upstream.address() as net.AddressInfo).port;
+  const [l, admin] = await freePorts(2);
+  listen = l;
+  sk = await startSkiff(`admin: { address: 127.0.0.1:${admin} }
+limits: { headersTimeout: 300ms, keepAliveTimeout: 500ms }
+listeners:
+  - { name: in, address: 127.0.0.1:${listen}, protocols: [http1], routes: r }
+routes:
+  r:
+    - { match: { prefix: / }, cluster: app }
+clusters:
+  - { name: app, protocol: http1, endpoints: [127.0.0.1:${upPort}] }
+`);
+});
+
+after(async () => {
+  await sk.stop();
+  upstream.closeAllConnections();
+  await new Promise<void>((r) => upstream.close(() => r()));
+});
+
+/** Connects, writes `text`, collects everything until the server closes (bounded by `maxMs`). */
+function exchange(text: string, maxMs: number): Promise<{ data: string; closedAfterMs: number }> {
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    const s = net.connect(listen, '127.0.0.1', () => s.write(text));
+    let data = '';
+    s.on('data', (d: Buffer) => { data += d.toString('latin1'); });
+    s.on('error', reject);
+    s.on('close', () => resolve({ data, closedAfterMs: Date.now() - started }));
+    setTimeout(() => s.destroy(), maxMs).unref();
+  });
+}
+
+it('a request head that stops arriving gets 408 and a close', async () => {
+  const r = await exchange('GET / HTTP/1.1\r\nHost: a\r\n', 5000);
+  assert.match(r.data, /^HTTP\/1\.1 408 /);
+  assert.match(r.data, /x-skiff-error: SKIFF_ERR_BAD_REQUEST/);
+  assert.ok(r.closedAfterMs < 3000, `closed after ${r.closedAfterMs} ms`);
+});
+
+it('an idle keep-alive connection closes after keepAliveTimeout, not before', async () => {
+  const r = await exchange('GET / HTTP/1.1\r\nHost: a\r\n\r\n', 5000);
+  assert.match(r.data, /^HTTP\/1\.1 200 /);
+  assert.ok(r.closedAfterMs >= 450, `closed after ${r.closedAfterMs} ms`);
+  assert.ok(r.closedAfterMs < 3000, `closed after ${r.closedAfterMs} ms`);
+});
+
+it('a request in flight is not cut by either timeout', async () => {
+  const r = await exchange('GET /slow HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n', 5000);
+  assert.match(r.data, /^HTTP\/1\.1 200 /);
+  assert.match(r.data, /\r\n\r\nok$/);
+});
