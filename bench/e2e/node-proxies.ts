@@ -1,0 +1,49 @@
+/**
+ * The two npm proxies as targets, each its own node process on PROXY_CORE running one of the
+ * small scripts next to this file (compiled to dist/bench/e2e/).
+ */
+import { join } from 'node:path';
+import { freePorts, startServer, waitForPort } from '../lib/spawn.js';
+import { PROXY_CORE, type RunningTarget, type TargetContext, type TargetDef } from './layout.js';
+
+export const httpProxyTarget: TargetDef = {
+  name: 'http-proxy',
+  label: 'http-proxy',
+  needs: [],
+  async start(ctx: TargetContext): Promise<RunningTarget> {
+    const [port] = await freePorts(1);
+    const server = startServer({
+      name: 'http-proxy',
+      core: PROXY_CORE,
+      cmd: process.execPath,
+      args: [join(ctx.root, 'dist/bench/e2e/target-http-proxy.js'), '--port', String(port), '--upstream', String(ctx.upstream.h1Port)],
+      cwd: ctx.root,
+    });
+    await waitForPort(port, 15_000, server);
+    return { name: 'http-proxy', h1Port: port, h2Port: null, h2Note: 'http-proxy has no HTTP/2 server', server, stop: () => server.stop() };
+  },
+};
+
+export const fastifyTarget: TargetDef = {
+  name: 'fastify',
+  label: '@fastify/http-proxy',
+  needs: [],
+  async start(ctx: TargetContext): Promise<RunningTarget> {
+    const [port, h2Port] = await freePorts(2);
+    const server = startServer({
+      name: '@fastify/http-proxy',
+      core: PROXY_CORE,
+      cmd: process.execPath,
+      args: [
+        join(ctx.root, 'dist/bench/e2e/target-fastify.js'),
+        '--port', String(port),
+        '--h2-port', String(h2Port),
+        '--upstream', String(ctx.upstream.h1Port),
+      ],
+      cwd: ctx.root,
+    });
+    await waitForPort(port, 15_000, server);
+    await waitForPort(h2Port, 15_000, server);
+    return { name: 'fastify', h1Port: port, h2Port, h2Note: null, server, stop: () => server.stop() };
+  },
+};
