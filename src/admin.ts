@@ -26,7 +26,9 @@ const JSON_TYPE = 'application/json';
 
 export function statsOf(view: AdminView): object {
   const a = view.arena;
+  const mem = process.memoryUsage();
   return {
+    memory: { rss: mem.rss, heapUsed: mem.heapUsed, heapTotal: mem.heapTotal, external: mem.external, arrayBuffers: mem.arrayBuffers },
     arena: { hits: a.hits, misses: a.misses, released: a.released, live: a.live, free: a.freeCount },
     engine: { inFlight: view.engine.inFlight, requestsTotal: view.engine.requestsTotal },
     pools: view.pools.all().map((p) => ({

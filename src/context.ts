@@ -177,10 +177,17 @@ export class RequestContext {
     this.error = null;
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
-    this.outHeaders.length = 0;
-    this.responseHeaders.length = 0;
+    // outHeaders and responseHeaders keep their backing stores (the next request overwrites
+    // them by index, see buildUpstreamHeaders); their strings are blanked so no header value
+    // outlives its request in the free list.
+    blank(this.outHeaders);
+    blank(this.responseHeaders);
     this.upstreamHandle = null;
   }
 }
 
 const EMPTY: readonly string[] = [];
+
+function blank(list: string[]): void {
+  for (let i = 0; i < list.length; i++) list[i] = '';
+}

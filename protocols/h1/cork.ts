@@ -9,19 +9,26 @@ export interface Corked {
   uncork(): void;
 }
 
-const queue: Corked[] = [];
+// Slots are overwritten, never truncated (`length = 0` would drop the backing store and
+// allocate a new one every tick).
+const queue: (Corked | null)[] = [];
+let count = 0;
 let isScheduled = false;
 
 function flush(): void {
   isScheduled = false;
-  // Items corked while flushing wait for the next round (the loop reads the live length).
-  for (let i = 0; i < queue.length; i++) queue[i].uncork();
-  queue.length = 0;
+  // Items corked while flushing are served in this same loop (it reads the live count).
+  for (let i = 0; i < count; i++) {
+    const c = queue[i] as Corked;
+    queue[i] = null;
+    c.uncork();
+  }
+  count = 0;
 }
 
 /** Uncork `c` at the end of this tick. The caller keeps its own `isCorked` flag. */
 export function uncorkAtTickEnd(c: Corked): void {
-  queue.push(c);
+  queue[count++] = c;
   if (!isScheduled) {
     isScheduled = true;
     process.nextTick(flush);
