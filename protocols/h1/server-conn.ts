@@ -187,7 +187,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
         return;
       case ReadState.Body: {
         const used = this.feedBody(chunk, 0);
-        if (used >= 0 && used < chunk.length) this.keepPending(chunk.subarray(used));
+        if (used >= 0) this.continueWith(chunk, used);
         return;
       }
       case ReadState.Idle:
@@ -236,10 +236,22 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     this.startRequest(parsed);
     if (this.state === ReadState.Body && rest < buf.length) {
       const used = this.feedBody(buf, rest);
-      if (used >= 0 && rest + used < buf.length) this.keepPending(buf.subarray(rest + used));
-    } else if (rest < buf.length && this.state !== ReadState.Closed) {
-      this.keepPending(buf.subarray(rest));
+      if (used >= 0) this.continueWith(buf, rest + used);
+    } else {
+      this.continueWith(buf, rest);
     }
+  }
+
+  /**
+   * Bytes after the current request in `buf[from..]`. If that request is already over (an
+   * answer produced synchronously, such as a 404), they are the next request: parse them
+   * now, or they would sit in `pending` until the client sent more.
+   * Regression: test/regress/h1-pipelined-after-sync-response.test.ts.
+   */
+  private continueWith(buf: Buffer, from: number): void {
+    if (from >= buf.length) return;
+    if (this.state === ReadState.Head) this.readHead(buf.subarray(from));
+    else if (this.state !== ReadState.Closed) this.keepPending(buf.subarray(from));
   }
 
   private startRequest(head: RequestHead): void {
