@@ -21,7 +21,6 @@ export class Listener {
   private readonly h1: H1ServerSettings | null;
   private readonly h2: H2Listener | null;
   private readonly sockets: Set<net.Socket>;
-  private secureContext: tls.SecureContext | null;
 
   constructor(engine: ProxyEngine, arena: ContextArena, config: ListenerConfig, limits: Limits) {
     this.config = config;
@@ -31,15 +30,12 @@ export class Listener {
     this.h1 = hasH1 ? new H1ServerSettings(engine, arena, config, limits, isTls) : null;
     this.h2 = hasH2 ? new H2Listener(engine, arena, config, limits, isTls) : null;
     this.sockets = new Set();
-    this.secureContext = null;
     if (config.tls !== null) {
       const alpn: string[] = [];
       if (hasH2) alpn.push('h2');
       if (hasH1) alpn.push('http/1.1');
-      this.secureContext = tls.createSecureContext({ cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) });
       this.server = tls.createServer({
         ALPNProtocols: alpn,
-        SNICallback: (_name, cb) => cb(null, this.secureContext ?? undefined),
         cert: readFileSync(config.tls.cert),
         key: readFileSync(config.tls.key),
       });
@@ -114,12 +110,6 @@ export class Listener {
     if (socket.alpnProtocol === 'h2' && this.h2 !== null) this.h2.attach(socket);
     else if (this.h1 !== null) new H1ServerConn(socket, this.h1);
     else socket.destroy();
-  }
-
-  /** Replaces the certificate for new connections (rotation without restart). */
-  reloadTls(): void {
-    if (this.config.tls === null) return;
-    this.secureContext = tls.createSecureContext({ cert: readFileSync(this.config.tls.cert), key: readFileSync(this.config.tls.key) });
   }
 
   /** Stops accepting; existing connections finish their requests (idle ones close now). */

@@ -98,7 +98,3 @@ export function errorResponse(err: SkiffError): ErrorResponse {
   }
   return res;
 }
-
-export function statusFor(code: ErrorCode): number {
-  return STATUS_BY_CODE[code];
-}

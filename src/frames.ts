@@ -181,7 +181,6 @@ export class FrameQueue {
    */
   reset(err: SkiffError): void {
     if (this.state === QueueState.Done) return;
-    if (this.state === QueueState.Closed && this.hasEnded && this.count === 0) return;
     this.state = QueueState.Done;
     this.resetError = err;
     this.dropBuffered();

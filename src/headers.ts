@@ -150,17 +150,3 @@ export function buildResponseHeaders(raw: readonly string[], out: string[]): voi
   }
   out.length = n;
 }
-
-/** Trailers minus fields never allowed there (pseudo-headers, hop-by-hop). */
-export function filterTrailers(raw: readonly string[]): readonly string[] {
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i];
-    if (name.charCodeAt(0) === 58 || isHopByHop(name) || nameIs(name, 'content-length')) {
-      const out: string[] = [];
-      buildResponseHeaders(raw, out);
-      for (let j = out.length - 2; j >= 0; j -= 2) if (nameIs(out[j], 'content-length')) out.splice(j, 2);
-      return out;
-    }
-  }
-  return raw;
-}

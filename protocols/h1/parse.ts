@@ -70,6 +70,8 @@ export class RequestHead extends MessageFraming {
   version: number;
   rawHeaders: string[];
   host: string | null;
+  /** The first x-request-id value, found in the same pass as Host (no second scan). */
+  requestId: string | null;
   isExpectContinue: boolean;
   constructor() {
     super();
@@ -78,6 +80,7 @@ export class RequestHead extends MessageFraming {
     this.version = 11;
     this.rawHeaders = [];
     this.host = null;
+    this.requestId = null;
     this.isExpectContinue = false;
   }
 }
@@ -142,7 +145,7 @@ export function hasToken(value: string, token: string): boolean {
  * Parses the header lines of `head` from `pos` (just after the start line's CRLF) into
  * `msg.rawHeaders`, applying the framing rules. Returns null or the first error.
  */
-function parseFields(head: string, pos: number, msg: MessageFraming, raw: string[], maxFields: number, onField: ((name: string, value: string) => ParseError | null) | null): ParseError | null {
+function parseFields(head: string, pos: number, msg: MessageFraming, raw: string[], maxFields: number): ParseError | null {
   let sawCl = false;
   let sawTe = false;
   const len = head.length;
@@ -182,10 +185,6 @@ function parseFields(head: string, pos: number, msg: MessageFraming, raw: string
       default:
         break;
     }
-    if (onField !== null) {
-      const err = onField(name, value);
-      if (err !== null) return err;
-    }
     pos = eol + 2;
   }
   if (sawCl && sawTe) return new ParseError(ParseErrorKind.BadRequest, 'content-length together with transfer-encoding');
@@ -219,13 +218,15 @@ export function parseRequestHead(head: string, limits: HeadLimits): RequestHead 
   const raw = req.rawHeaders;
   let hostCount = 0;
   let keepAlive10 = false;
-  const err = parseFields(head, lineEnd + 2, req, raw, limits.maxFields, null);
+  const err = parseFields(head, lineEnd + 2, req, raw, limits.maxFields);
   if (err !== null) return err;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i];
     if (name.length === 4 && eqLower(name, 'host')) {
       hostCount++;
       req.host = raw[i + 1];
+    } else if (name.length === 12 && req.requestId === null && eqLower(name, 'x-request-id')) {
+      req.requestId = raw[i + 1];
     } else if (name.length === 6 && eqLower(name, 'expect')) {
       if (eqLower(raw[i + 1], '100-continue')) req.isExpectContinue = true;
     } else if (req.version === 10 && name.length === 10 && eqLower(name, 'connection') && hasToken(raw[i + 1], 'keep-alive')) {
@@ -265,7 +266,7 @@ export function parseResponseHead(head: string, limits: HeadLimits): ResponseHea
   if (d0 < 1 || d0 > 5 || d1 < 0 || d1 > 9 || d2 < 0 || d2 > 9) return new ParseError(ParseErrorKind.BadRequest, 'invalid status code');
   if (lineEnd > 12 && head.charCodeAt(12) !== 32) return new ParseError(ParseErrorKind.BadRequest, 'invalid status line');
   res.status = d0 * 100 + d1 * 10 + d2;
-  const err = parseFields(head, lineEnd + 2, res, res.rawHeaders, limits.maxFields, null);
+  const err = parseFields(head, lineEnd + 2, res, res.rawHeaders, limits.maxFields);
   if (err !== null) return err;
   if (res.version === 10) {
     let keepAlive = false;
@@ -414,7 +415,7 @@ function parseTrailers(text: string): string[] | null {
   if (INVALID_HEAD.test(text)) return null;
   const raw: string[] = [];
   const framing = new MessageFraming();
-  const err = parseFields(text, 0, framing, raw, 100, null);
+  const err = parseFields(text, 0, framing, raw, 100);
   if (err !== null) return null;
   // Framing fields are not allowed in trailers; drop them rather than forward them.
   const out: string[] = [];

@@ -172,11 +172,6 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     socket.on('drain', onSocketDrain);
   }
 
-  /** True between requests (safe to close during drain). */
-  get isIdle(): boolean {
-    return this.ctx === null && this.pending === null;
-  }
-
   // ---- reading ------------------------------------------------------------------------
 
   /** Bytes from the socket. */
@@ -290,13 +285,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     ctx.listenerName = s.config.name;
     ctx.routeTable = s.config.routes;
     ctx.startTime = performance.now();
-    const raw = head.rawHeaders;
-    for (let i = 0; i < raw.length; i += 2) {
-      if (raw[i].length === 12 && eqLower(raw[i], 'x-request-id')) {
-        ctx.requestId = raw[i + 1];
-        break;
-      }
-    }
+    if (head.requestId !== null) ctx.requestId = head.requestId;
     ctx.contentLength = head.contentLength;
     ctx.hasRequestBody = head.isChunked || head.contentLength > 0;
     ctx.downstream = this;

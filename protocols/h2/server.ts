@@ -21,7 +21,7 @@ import { flatToHeaderObject, headerObjectToFlat } from './header-object.js';
 const kExchange = Symbol('skiff.h2.exchange');
 type TaggedStream = http2.ServerHttp2Stream & { [kExchange]: H2Exchange | null };
 
-const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_CANCEL, NGHTTP2_NO_ERROR } = http2.constants;
+const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
 /** Receive window of a whole downstream HTTP/2 connection. */
 const CONNECTION_WINDOW = 4 * 1024 * 1024;
 
@@ -259,5 +259,3 @@ function headerString(v: string | string[] | undefined, fallback: string): strin
   if (Array.isArray(v) && v.length > 0) return v[0];
   return fallback;
 }
-
-export { NGHTTP2_CANCEL };
