@@ -383,7 +383,7 @@ async function main(): Promise<void> {
   const [ucmd, uargs] = pinned(process.execPath, [libScript('alloc-upstream.js'), '--h2c'], o);
   const upstream = await spawnReady<{ h1: number; h2c: number }>(ucmd, uargs, 10_000);
   const snapshot = parseConfig(configYaml(upstream.ready.h1, upstream.ready.h2c), 'bench/alloc (generated)', REPO_ROOT, 1);
-  const runtime = new Runtime(snapshot, { log: () => undefined });
+  const runtime = new Runtime(snapshot, { logLevel: 'silent' });
   const results: PhaseResult[] = [];
   let extraBytes = 0;
   try {

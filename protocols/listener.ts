@@ -21,6 +21,9 @@ export class Listener {
   private readonly h1: H1ServerSettings | null;
   private readonly h2: H2Listener | null;
   private readonly sockets: Set<net.Socket>;
+  /** Downstream connections accepted (TLS: handshake done) and closed, for /metrics. */
+  connectionsOpened: number;
+  connectionsClosed: number;
 
   constructor(engine: ProxyEngine, arena: ContextArena, config: ListenerConfig, limits: Limits) {
     this.config = config;
@@ -30,6 +33,8 @@ export class Listener {
     this.h1 = hasH1 ? new H1ServerSettings(engine, arena, config, limits, isTls) : null;
     this.h2 = hasH2 ? new H2Listener(engine, arena, config, limits, isTls) : null;
     this.sockets = new Set();
+    this.connectionsOpened = 0;
+    this.connectionsClosed = 0;
     if (config.tls !== null) {
       const alpn: string[] = [];
       if (hasH2) alpn.push('h2');
@@ -61,7 +66,11 @@ export class Listener {
 
   private track(socket: net.Socket): void {
     this.sockets.add(socket);
-    socket.once('close', () => this.sockets.delete(socket));
+    this.connectionsOpened++;
+    socket.once('close', () => {
+      this.sockets.delete(socket);
+      this.connectionsClosed++;
+    });
   }
 
   private onPlain(socket: net.Socket): void {

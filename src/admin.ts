@@ -1,11 +1,15 @@
 /**
- * Admin endpoint logic (transport in protocols/admin/server.ts): readiness, liveness and a
- * JSON stats document with the arena, pool and engine counters that tests and the bench read.
+ * Admin endpoint logic (transport in protocols/admin/server.ts), Envoy's admin port in
+ * spirit: readiness and liveness probes, Prometheus metrics, the running config, the clusters
+ * with their endpoints' state, the log level, and a drain switch. Everything here reads the
+ * runtime through `AdminView`; only POST /logging and POST /drain change anything.
  */
 import type { ContextArena } from './arena.js';
 import type { ProxyEngine } from './proxy/engine.js';
 import type { UpstreamPools } from './pool/upstream-pools.js';
-import type { ConfigSnapshot } from './config/types.js';
+import type { ConfigSnapshot, LogLevel } from './config/types.js';
+import type { Telemetry } from './telemetry/telemetry.js';
+import { LOG_LEVELS, isLogLevel, type Logger } from './telemetry/logger.js';
 
 export interface AdminView {
   readonly ready: boolean;
@@ -13,6 +17,11 @@ export interface AdminView {
   readonly engine: ProxyEngine;
   readonly pools: UpstreamPools;
   readonly store: { readonly current: ConfigSnapshot };
+  readonly telemetry: Telemetry;
+  readonly logger: Logger;
+  /** Starts a graceful drain (no new connections, GOAWAY); resolves when it has begun. */
+  drain(): void;
+  readonly isDraining: boolean;
 }
 
 export interface AdminReply {
@@ -23,6 +32,8 @@ export interface AdminReply {
 
 const TEXT = 'text/plain; charset=utf-8';
 const JSON_TYPE = 'application/json';
+
+const PATHS = ['/ready', '/live', '/metrics', '/stats', '/config_dump', '/clusters', '/logging', 'POST /drain'];
 
 export function statsOf(view: AdminView): object {
   const a = view.arena;
@@ -49,18 +60,121 @@ export function statsOf(view: AdminView): object {
   };
 }
 
-export function adminResponse(view: AdminView, method: string, rawPath: string): AdminReply {
+/** /clusters: each cluster's endpoints with health, latency estimate and ejection state. */
+export function clustersOf(view: AdminView): object {
+  const snap = view.store.current;
+  const pools = view.pools.all();
+  return {
+    clusters: [...snap.clusters.values()].map((c) => ({
+      name: c.name,
+      protocol: c.protocol,
+      endpoints: c.endpoints.map((e) => {
+        const key = e.host.includes(':') ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}`;
+        const p = pools.find((x) => x.key === key && x.cluster.name === c.name);
+        return {
+          address: key,
+          // No active health checking yet: an endpoint is unhealthy while its connects fail.
+          health: p === undefined ? 'unknown' : p.consecutiveConnectFailures > 0 ? 'unhealthy' : 'healthy',
+          consecutiveConnectFailures: p === undefined ? 0 : p.consecutiveConnectFailures,
+          latencyEwmaMs: p === undefined ? null : round3(p.latencyEwmaMs),
+          // Outlier detection arrives with the mesh; until then nothing is ever ejected.
+          ejected: false,
+          connections: p === undefined ? 0 : p.conns.length,
+          activeStreams: p === undefined ? 0 : p.conns.reduce((n, x) => n + x.activeStreams, 0),
+          pending: p === undefined ? 0 : p.pendingCount,
+          connectsStarted: p === undefined ? 0 : p.connectsStarted,
+          connectFailures: p === undefined ? 0 : p.connectFailures,
+        };
+      }),
+    })),
+  };
+}
+
+const SECRET_KEY_RE = /^(key|password|passphrase|token|secret|privateKey)$/i;
+
+/** /config_dump: the running snapshot as JSON, secrets and URL credentials redacted. */
+export function configDumpOf(view: AdminView): object {
+  const s = view.store.current;
+  const dump = {
+    version: s.version,
+    source: s.source,
+    admin: s.admin,
+    listeners: s.listeners,
+    routes: Object.fromEntries([...s.routeTables].map(([name, table]) => [name, table.routes])),
+    clusters: [...s.clusters.values()],
+    limits: s.limits,
+    telemetry: s.telemetry,
+  };
+  return JSON.parse(JSON.stringify(dump, redact)) as object;
+}
+
+function redact(this: unknown, key: string, value: unknown): unknown {
+  if (SECRET_KEY_RE.test(key) && value !== null && value !== undefined) return '[redacted]';
+  if (typeof value === 'string' && /^[a-z][a-z0-9+.-]*:\/\/[^/@\s]*@/i.test(value)) {
+    return value.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/@\s]*@/i, '$1[redacted]@');
+  }
+  return value;
+}
+
+function json(status: number, body: unknown): AdminReply {
+  return { status, contentType: JSON_TYPE, body: JSON.stringify(body, null, 2) + '\n' };
+}
+
+function text(status: number, body: string): AdminReply {
+  return { status, contentType: TEXT, body };
+}
+
+/** GET /logging shows the level; POST /logging?level=debug sets it (Envoy's form). */
+function logging(view: AdminView, method: string, query: URLSearchParams): AdminReply {
+  if (method === 'POST') {
+    const level = query.get('level');
+    if (level === null) return text(400, `give the level: POST /logging?level=LEVEL (one of ${LOG_LEVELS.join(', ')})\n`);
+    if (!isLogLevel(level)) return text(400, `unknown level "${level}": use one of ${LOG_LEVELS.join(', ')}\n`);
+    const before = view.logger.level;
+    view.logger.level = level;
+    view.logger.info({ from: before, to: level }, 'log level changed through the admin port');
+  }
+  const accessLog = view.telemetry.accessLog;
+  return json(200, {
+    level: view.logger.level as LogLevel,
+    levels: LOG_LEVELS,
+    accessLog: accessLog === null ? { enabled: false } : { enabled: true, path: accessLog.path, sampleRate: accessLog.sampleRate },
+  });
+}
+
+export async function adminResponse(view: AdminView, method: string, rawPath: string): Promise<AdminReply> {
   const q = rawPath.indexOf('?');
   const path = q < 0 ? rawPath : rawPath.slice(0, q);
-  if (method !== 'GET' && method !== 'HEAD') return { status: 405, contentType: TEXT, body: 'method not allowed\n' };
+  const query = new URLSearchParams(q < 0 ? '' : rawPath.slice(q + 1));
+  const isRead = method === 'GET' || method === 'HEAD';
+  if (path === '/logging' && (isRead || method === 'POST')) return logging(view, method, query);
+  if (path === '/drain') {
+    if (method !== 'POST') return text(405, 'use POST /drain\n');
+    const wasDraining = view.isDraining;
+    view.drain();
+    return json(200, { draining: true, alreadyDraining: wasDraining, inFlight: view.engine.inFlight });
+  }
+  if (!isRead) return text(405, `method not allowed; ${PATHS.join(', ')}\n`);
   switch (path) {
     case '/ready':
-      return view.ready ? { status: 200, contentType: TEXT, body: 'ready\n' } : { status: 503, contentType: TEXT, body: 'not ready\n' };
+      return view.ready ? text(200, 'ready\n') : text(503, view.isDraining ? 'draining\n' : 'not ready\n');
     case '/live':
-      return { status: 200, contentType: TEXT, body: 'live\n' };
+      return text(200, 'live\n');
+    case '/metrics': {
+      const m = view.telemetry.metrics;
+      return { status: 200, contentType: m.contentType, body: await m.scrape() };
+    }
     case '/stats':
-      return { status: 200, contentType: JSON_TYPE, body: JSON.stringify(statsOf(view), null, 2) + '\n' };
+      return json(200, statsOf(view));
+    case '/config_dump':
+      return json(200, configDumpOf(view));
+    case '/clusters':
+      return json(200, clustersOf(view));
     default:
-      return { status: 404, contentType: TEXT, body: 'unknown admin path; try /ready, /live, /stats\n' };
+      return text(404, `unknown admin path; try ${PATHS.join(', ')}\n`);
   }
+}
+
+function round3(n: number): number {
+  return Math.round(n * 1000) / 1000;
 }

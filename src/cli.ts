@@ -72,21 +72,21 @@ async function main(): Promise<number> {
   try {
     await runtime.start();
   } catch (err) {
-    process.stderr.write(`skiff: cannot start: ${(err as Error).message}\n`);
+    runtime.logger.fatal({ err }, `cannot start: ${(err as Error).message}`);
     await runtime.stop();
     return 1;
   }
-  process.stderr.write(`skiff: ready (config ${snapshot.source})\n`);
+  runtime.logger.info({ config: snapshot.source, version: snapshot.version }, 'ready');
   await new Promise<void>((resolve) => {
     const onSignal = (sig: NodeJS.Signals): void => {
-      process.stderr.write(`skiff: ${sig}, draining\n`);
+      runtime.logger.info({ signal: sig }, 'signal received, draining');
       resolve();
     };
     process.once('SIGTERM', onSignal);
     process.once('SIGINT', onSignal);
   });
   const cut = await runtime.stop();
-  if (cut > 0) process.stderr.write(`skiff: drain timeout cut ${cut} requests\n`);
+  if (cut > 0) runtime.logger.warn({ cut }, 'drain timeout cut requests short');
   return 0;
 }
 

@@ -14,6 +14,8 @@
 import { ErrorCode, SkiffError } from './errors.js';
 import { FrameQueue, type FrameSink } from './frames.js';
 import type { ClusterConfig, ConfigSnapshot, RouteConfig } from './config/types.js';
+import type { RequestTrace } from './telemetry/request-trace.js';
+import type { EndpointPool } from './pool/endpoint-pool.js';
 
 export type RequestProtocol = 'http1' | 'h2' | 'h3';
 
@@ -72,6 +74,8 @@ export class RequestContext {
   route: RouteConfig | null;
   cluster: ClusterConfig | null;
   endpointKey: string;
+  /** The endpoint's pool the request was sent to; null before one is picked. */
+  endpoint: EndpointPool | null;
   // ---- bodies ----
   requestBody: FrameQueue;
   responseBody: FrameQueue;
@@ -91,6 +95,22 @@ export class RequestContext {
   responseHeaders: string[];
   /** Opaque slot for the upstream exchange that currently serves this context. */
   upstreamHandle: { cancel(err: SkiffError): void } | null;
+  // ---- telemetry ----
+  /** The peer's authenticated identity (a SPIFFE ID from its certificate); '' when none. */
+  peerIdentity: string;
+  /** When the current upstream attempt was dispatched (performance.now()); 0 before. */
+  upstreamStartTime: number;
+  /** When the upstream response head arrived (performance.now()); 0 before. */
+  upstreamHeadTime: number;
+  /** The tracer's spans for this request; null when tracing is off. */
+  trace: RequestTrace | null;
+  /**
+   * Trace-context fields to send upstream instead of the downstream's ([name, value, ...],
+   * reused); empty when tracing is off, and the downstream's fields then pass through as-is.
+   */
+  traceHeaders: string[];
+  /** Lower-case names the tracer owns (dropped from the forwarded head when traceHeaders is set). */
+  traceFields: readonly string[];
 
   constructor(bufferBytes: number) {
     this.generation = 0;
@@ -113,6 +133,7 @@ export class RequestContext {
     this.route = null;
     this.cluster = null;
     this.endpointKey = '';
+    this.endpoint = null;
     this.requestBody = new FrameQueue(bufferBytes);
     this.responseBody = new FrameQueue(bufferBytes);
     this.downstream = null;
@@ -125,6 +146,12 @@ export class RequestContext {
     this.outHeaders = [];
     this.responseHeaders = [];
     this.upstreamHandle = null;
+    this.peerIdentity = '';
+    this.upstreamStartTime = 0;
+    this.upstreamHeadTime = 0;
+    this.trace = null;
+    this.traceHeaders = [];
+    this.traceFields = EMPTY;
   }
 
   /** Throws when `gen` belongs to an earlier life of this context (a late use). */
@@ -167,6 +194,7 @@ export class RequestContext {
     this.route = null;
     this.cluster = null;
     this.endpointKey = '';
+    this.endpoint = null;
     this.requestBody.recycle(bufferBytes);
     this.responseBody.recycle(bufferBytes);
     this.downstream = null;
@@ -183,6 +211,13 @@ export class RequestContext {
     blank(this.outHeaders);
     blank(this.responseHeaders);
     this.upstreamHandle = null;
+    this.peerIdentity = '';
+    this.upstreamStartTime = 0;
+    this.upstreamHeadTime = 0;
+    this.trace = null;
+    blank(this.traceHeaders);
+    this.traceHeaders.length = 0;
+    this.traceFields = EMPTY;
   }
 }
 

@@ -98,3 +98,36 @@ export function errorResponse(err: SkiffError): ErrorResponse {
   }
   return res;
 }
+
+/**
+ * Envoy's response flags (the `response_flags` of access logs and Istio metrics) for each
+ * error: NR no route, NC no cluster, UH no healthy upstream, UF upstream connect failure,
+ * UO upstream overflow, UT upstream request timeout, UC upstream connection termination,
+ * UPE upstream protocol error, DC downstream connection termination, DPE downstream protocol
+ * error. Codes without an Envoy flag map to '-', as a request without an error does.
+ */
+const FLAG_BY_CODE: Record<ErrorCode, string> = {
+  SKIFF_ERR_BAD_REQUEST: 'DPE',
+  SKIFF_ERR_NO_ROUTE: 'NR',
+  SKIFF_ERR_METHOD_NOT_ALLOWED: 'NR',
+  SKIFF_ERR_BODY_TOO_LARGE: '-',
+  SKIFF_ERR_HEADERS_TOO_LARGE: 'DPE',
+  SKIFF_ERR_UPSTREAM_CONNECT: 'UF',
+  SKIFF_ERR_UPSTREAM_RESET: 'UC',
+  SKIFF_ERR_UPSTREAM_PROTOCOL: 'UPE',
+  SKIFF_ERR_BUFFER_OVERFLOW: 'UPE',
+  SKIFF_ERR_NO_ENDPOINT: 'UH',
+  SKIFF_ERR_OVERLOADED: 'UO',
+  SKIFF_ERR_NO_CLUSTER: 'NC',
+  SKIFF_ERR_TIMEOUT: 'UT',
+  SKIFF_ERR_CONNECT_TIMEOUT: 'UF',
+  SKIFF_ERR_DOWNSTREAM_RESET: 'DC',
+  SKIFF_ERR_STALE_CONTEXT: '-',
+  SKIFF_ERR_INTERNAL: '-',
+  SKIFF_ERR_CONFIG: '-',
+};
+
+/** The response flag of a finished request ('-' when it had no error). */
+export function responseFlagOf(err: SkiffError | null): string {
+  return err === null ? '-' : FLAG_BY_CODE[err.code];
+}

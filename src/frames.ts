@@ -48,6 +48,12 @@ export const enum QueueState {
 }
 
 const EMPTY_TRAILERS: readonly string[] = [];
+
+/**
+ * Process-wide total of bytes waiting in frame queues (every queue's `bufferedBytes` summed),
+ * for the `skiff_buffered_frame_bytes` gauge. One add per buffered chunk, none on the fast path.
+ */
+export const frameTotals = { bufferedBytes: 0 };
 const INITIAL_RING = 16;
 
 export class FrameQueue {
@@ -106,6 +112,7 @@ export class FrameQueue {
     this.source = null;
     this.sink = null;
     this.state = QueueState.Open;
+    frameTotals.bufferedBytes -= this.bufferedBytes;
     this.bufferedBytes = 0;
     this.totalBytes = 0;
     this.highWatermark = highWatermark;
@@ -147,6 +154,7 @@ export class FrameQueue {
     }
     this.enqueue(FrameKind.Data, chunk, null);
     this.bufferedBytes += len;
+    frameTotals.bufferedBytes += len;
     if (this.bufferedBytes >= this.highWatermark && !this.isSourcePaused && this.source !== null) {
       this.isSourcePaused = true;
       this.source.pauseSource();
@@ -232,6 +240,7 @@ export class FrameQueue {
       this.count--;
       if (kind === FrameKind.Data) {
         this.bufferedBytes -= (chunk as Buffer).length;
+        frameTotals.bufferedBytes -= (chunk as Buffer).length;
         if (!sink.onData(chunk as Buffer)) this.isSinkPaused = true;
       } else if (kind === FrameKind.Trailers) {
         sink.onTrailers(trailers ?? EMPTY_TRAILERS);
@@ -281,6 +290,7 @@ export class FrameQueue {
     }
     this.head = 0;
     this.count = 0;
+    frameTotals.bufferedBytes -= this.bufferedBytes;
     this.bufferedBytes = 0;
   }
 }

@@ -86,6 +86,15 @@ export interface ForwardInfo {
   readonly remoteAddress: string;
   readonly scheme: string;
   readonly requestId: string;
+  /** Trace-context fields the tracer sets ([name, value, ...]); empty when tracing is off. */
+  readonly traceHeaders: readonly string[];
+  /** Lower-case names of the tracer's fields, dropped from the downstream's when it sets its own. */
+  readonly traceFields: readonly string[];
+}
+
+function isLowerListed(name: string, lower: readonly string[]): boolean {
+  for (let i = 0; i < lower.length; i++) if (nameIs(name, lower[i])) return true;
+  return false;
 }
 
 /**
@@ -105,10 +114,14 @@ export function buildUpstreamHeaders(info: ForwardInfo, out: string[], joinCooki
   const listed = connectionListed(raw);
   let xff: string | null = null;
   let cookieAt = -1;
+  const traced = info.traceHeaders.length > 0;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i];
     if (name.charCodeAt(0) === 58 /* ':' */) continue;
     if (isHopByHop(name) || isListed(name, listed)) continue;
+    // With tracing on, Skiff's CLIENT span is the upstream's parent: the downstream's
+    // trace-context fields are replaced, not forwarded next to the new ones.
+    if (traced && isLowerListed(name, info.traceFields)) continue;
     if (isProxySet(name)) {
       if (nameIs(name, 'x-forwarded-for')) xff = xff === null ? raw[i + 1] : xff + ', ' + raw[i + 1];
       continue;
@@ -131,6 +144,10 @@ export function buildUpstreamHeaders(info: ForwardInfo, out: string[], joinCooki
   out[n++] = info.scheme;
   out[n++] = 'x-request-id';
   out[n++] = info.requestId;
+  if (traced) {
+    const t = info.traceHeaders;
+    for (let i = 0; i < t.length; i++) out[n++] = t[i];
+  }
   out.length = n;
 }
 

@@ -27,7 +27,7 @@ import { markdown } from './report.js';
 import { RESULT_SCHEMA, SCENARIO_NAMES, type BenchResult, type ScenarioName, type Settings } from './result.js';
 import { runRounds, warmUp } from './rounds.js';
 import { startTargets, type LiveTarget } from './setup.js';
-import { TARGETS } from './targets.js';
+import { OPT_IN_TARGETS, TARGETS } from './targets.js';
 
 const log = (line: string): void => {
   process.stderr.write(line + '\n');
@@ -48,7 +48,7 @@ function parseCli(): { settings: Settings; targets: string[]; scenarios: Scenari
   const durationS = values.duration !== undefined ? Number(values.duration) : quick ? 3 : 10;
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) throw new Error('--rounds: 1..20');
   if (!Number.isInteger(durationS) || durationS < 1 || durationS > 120) throw new Error('--duration: 1..120 seconds');
-  const targets = values.targets !== undefined ? values.targets.split(',') : TARGETS.map((t) => t.name);
+  const targets = values.targets !== undefined ? values.targets.split(',') : TARGETS.map((t) => t.name).filter((n) => !OPT_IN_TARGETS.has(n));
   for (const t of targets) if (!TARGETS.some((d) => d.name === t)) throw new Error(`unknown target ${t}`);
   const scenarios = (values.scenarios !== undefined ? values.scenarios.split(',') : [...SCENARIO_NAMES]) as ScenarioName[];
   for (const s of scenarios) if (!SCENARIO_NAMES.includes(s)) throw new Error(`unknown scenario ${s}`);

@@ -5,6 +5,18 @@ import { haproxyTarget } from './haproxy.js';
 import type { TargetDef } from './layout.js';
 import { directTarget, nginxTarget } from './nginx.js';
 import { fastifyTarget, httpProxyTarget } from './node-proxies.js';
-import { skiffTarget } from './skiff.js';
+import { skiffTarget, skiffTrace100Target, skiffTrace1Target } from './skiff.js';
 
-export const TARGETS: readonly TargetDef[] = [directTarget, skiffTarget, nginxTarget, haproxyTarget, httpProxyTarget, fastifyTarget];
+export const TARGETS: readonly TargetDef[] = [
+  directTarget,
+  skiffTarget,
+  nginxTarget,
+  haproxyTarget,
+  httpProxyTarget,
+  fastifyTarget,
+  skiffTrace1Target,
+  skiffTrace100Target,
+];
+
+/** Targets run only when named in `--targets` (`npm run bench:tracing` names them). */
+export const OPT_IN_TARGETS: ReadonlySet<string> = new Set([skiffTrace1Target.name, skiffTrace100Target.name]);

@@ -176,7 +176,7 @@ export function buildCases(): MicroCase[] {
   const cases: MicroCase[] = [];
 
   // headers
-  const info: ForwardInfo = { rawHeaders: REQUEST_HEADERS, remoteAddress: '10.0.0.12', scheme: 'http', requestId: '8d3f5a52-7c1e-4b8a-9f2d-0c6e1a4b7d93' };
+  const info: ForwardInfo = { rawHeaders: REQUEST_HEADERS, remoteAddress: '10.0.0.12', scheme: 'http', requestId: '8d3f5a52-7c1e-4b8a-9f2d-0c6e1a4b7d93', traceHeaders: [], traceFields: [] };
   const outUp: string[] = [];
   cases.push({
     name: 'buildUpstreamHeaders (12 fields, h1 upstream)',

@@ -22,6 +22,7 @@ import type {
   ListenerConfig,
   RouteConfig,
   SocketAddress,
+  TelemetryConfig,
   TlsFiles,
   UpstreamTls,
 } from './types.js';
@@ -190,6 +191,29 @@ function build(raw: RawConfig, source: string, baseDir: string, version: number,
     routeTables,
     clusters,
     limits,
+    telemetry: buildTelemetry(raw.telemetry, baseDir),
+  });
+}
+
+function buildTelemetry(t: RawConfig['telemetry'], baseDir: string): TelemetryConfig {
+  const tr = t?.tracing;
+  const al = t?.accessLog;
+  const path = al?.path ?? 'stdout';
+  return Object.freeze({
+    serviceName: t?.serviceName ?? null,
+    logLevel: t?.logLevel ?? 'info',
+    tracing: Object.freeze({
+      enabled: tr?.enabled ?? null,
+      sampling: tr?.sampling ?? null,
+      endpoint: tr?.endpoint ?? null,
+      protocol: tr?.protocol ?? null,
+      propagators: tr?.propagators === undefined ? null : Object.freeze(tr.propagators.slice()),
+    }),
+    accessLog: Object.freeze({
+      enabled: al?.enabled ?? false,
+      path: path === 'stdout' || path === 'stderr' ? path : resolve(baseDir, path),
+      sampleRate: al?.sampleRate ?? 1,
+    }),
   });
 }
 
@@ -207,6 +231,7 @@ function buildListener(l: RawListener, baseDir: string): ListenerConfig {
     l.tls === undefined || l.tls === null ? null : Object.freeze({ cert: resolve(baseDir, l.tls.cert), key: resolve(baseDir, l.tls.key) });
   return Object.freeze({
     name: l.name,
+    direction: l.direction ?? 'inbound',
     address: Object.freeze(l.address),
     protocols: Object.freeze(l.protocols.slice()),
     tls,

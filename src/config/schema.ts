@@ -223,6 +223,7 @@ const listenerTlsSchema = z.strictObject({
 const listenerSchema = z
   .strictObject({
     name,
+    direction: z.enum(['inbound', 'outbound']).optional(),
     address: listenAddress,
     protocols: z.array(listenerProtocol),
     tls: listenerTlsSchema.nullable().optional(),
@@ -330,10 +331,36 @@ const clusterSchema = z
     }
   });
 
+const ratio = z.number().min(0, 'must be between 0 and 1').max(1, 'must be between 0 and 1');
+
+const tracingSchema = z.strictObject({
+  enabled: z.boolean().optional(),
+  sampling: ratio.optional(),
+  endpoint: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' }).optional(),
+  protocol: z.enum(['http/protobuf', 'http/json', 'grpc']).optional(),
+  propagators: z.array(z.enum(['tracecontext', 'baggage', 'b3', 'b3multi'])).min(1, 'list at least one propagator').optional(),
+});
+
+const accessLogSchema = z.strictObject({
+  enabled: z.boolean().optional(),
+  path: z.string().min(1, 'must not be empty').optional(),
+  sampleRate: ratio.optional(),
+});
+
+export const logLevel = z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']);
+
+const telemetrySchema = z.strictObject({
+  serviceName: z.string().min(1, 'must not be empty').optional(),
+  logLevel: logLevel.optional(),
+  tracing: tracingSchema.optional(),
+  accessLog: accessLogSchema.optional(),
+});
+
 /** The whole file. `listeners` is required; `routes` and `clusters` may be left out. */
 export const configSchema = z.strictObject({
   admin: adminSchema.nullable().optional(),
   limits: limitsSchema.optional(),
+  telemetry: telemetrySchema.optional(),
   listeners: z.array(listenerSchema).min(1, 'at least one listener is needed'),
   routes: z.record(z.string().min(1, 'route table names must not be empty'), z.array(routeSchema)).optional(),
   clusters: z.array(clusterSchema).optional(),

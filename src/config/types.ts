@@ -20,8 +20,15 @@ export interface TlsFiles {
   readonly key: string;
 }
 
+/**
+ * Which side of the local service a listener serves: `inbound` takes traffic for it (Istio's
+ * reporter "destination"), `outbound` takes its calls to other services (reporter "source").
+ */
+export type ListenerDirection = 'inbound' | 'outbound';
+
 export interface ListenerConfig {
   readonly name: string;
+  readonly direction: ListenerDirection;
   readonly address: SocketAddress;
   /** http1 and h2c are cleartext on one port; http1 and h2 are TLS with ALPN. */
   readonly protocols: readonly ListenerProtocol[];
@@ -91,6 +98,44 @@ export interface Limits {
   readonly drainTimeoutMs: number;
 }
 
+export type TracePropagator = 'tracecontext' | 'baggage' | 'b3' | 'b3multi';
+export type OtlpProtocol = 'http/protobuf' | 'http/json' | 'grpc';
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+
+/**
+ * Tracing. Every `null` means "not set in the file": the standard OTEL_* environment variable
+ * decides, then the OpenTelemetry default (see src/telemetry/tracing.ts).
+ */
+export interface TracingConfig {
+  /** null: on when OTEL_TRACES_EXPORTER or an OTLP endpoint variable is set. */
+  readonly enabled: boolean | null;
+  /** Parent-based ratio sampler, 0..1; null: OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG. */
+  readonly sampling: number | null;
+  /** OTLP traces URL; null: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT. */
+  readonly endpoint: string | null;
+  /** null: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL / OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf. */
+  readonly protocol: OtlpProtocol | null;
+  /** null: OTEL_PROPAGATORS, else tracecontext, baggage and b3multi. */
+  readonly propagators: readonly TracePropagator[] | null;
+}
+
+export interface AccessLogConfig {
+  readonly enabled: boolean;
+  /** `stdout`, `stderr` or a file path (resolved against the config file's folder). */
+  readonly path: string;
+  /** Share of requests logged, 0..1 (1 logs every request). */
+  readonly sampleRate: number;
+}
+
+export interface TelemetryConfig {
+  /** This workload's name: the OTel service.name and the Istio workload label; null: OTEL_SERVICE_NAME or "skiff". */
+  readonly serviceName: string | null;
+  /** Level of Skiff's own log (stderr); changeable at runtime through the admin port. */
+  readonly logLevel: LogLevel;
+  readonly tracing: TracingConfig;
+  readonly accessLog: AccessLogConfig;
+}
+
 export interface ConfigSnapshot {
   /** Grows by one on every swap. */
   readonly version: number;
@@ -101,4 +146,5 @@ export interface ConfigSnapshot {
   readonly routeTables: ReadonlyMap<string, RouteTable>;
   readonly clusters: ReadonlyMap<string, ClusterConfig>;
   readonly limits: Limits;
+  readonly telemetry: TelemetryConfig;
 }

@@ -37,6 +37,13 @@ export class EndpointPool implements ConnEvents {
   slowAcquires: number;
   connectsStarted: number;
   connectFailures: number;
+  /** Connect failures since the last successful connect (0: the endpoint looks healthy). */
+  consecutiveConnectFailures: number;
+  /**
+   * Exponentially weighted moving average of the time to the response head, ms (0 before the
+   * first response). An estimate for /clusters; the mesh balancer keeps its own peak-EWMA.
+   */
+  latencyEwmaMs: number;
 
   constructor(endpoint: SocketAddress, cluster: ClusterConfig, connector: Connector) {
     this.key = addressKey(endpoint);
@@ -52,6 +59,13 @@ export class EndpointPool implements ConnEvents {
     this.slowAcquires = 0;
     this.connectsStarted = 0;
     this.connectFailures = 0;
+    this.consecutiveConnectFailures = 0;
+    this.latencyEwmaMs = 0;
+  }
+
+  /** Folds one response-head latency into the estimate (weight 0.1 per response). */
+  recordLatency(ms: number): void {
+    this.latencyEwmaMs = this.latencyEwmaMs === 0 ? ms : this.latencyEwmaMs + 0.1 * (ms - this.latencyEwmaMs);
   }
 
   /** A connection with a free stream slot, already counted; undefined when none. */
@@ -113,6 +127,7 @@ export class EndpointPool implements ConnEvents {
 
   private onConnected(conn: UpstreamConn): void {
     this.connecting--;
+    this.consecutiveConnectFailures = 0;
     if (this.isClosed) {
       conn.close();
       return;
@@ -127,6 +142,7 @@ export class EndpointPool implements ConnEvents {
   private onConnectFailed(err: unknown): void {
     this.connecting--;
     this.connectFailures++;
+    this.consecutiveConnectFailures++;
     const e = err instanceof SkiffError ? err : new SkiffError(ErrorCode.UpstreamConnect, 'upstream', String(err), true, err);
     // A failed connect fails the waiters it was opened for (fail fast), not the whole queue:
     // with several connects in flight the others may still succeed.

@@ -21,8 +21,21 @@ export interface SnapshotSource {
   readonly current: ConfigSnapshot;
 }
 
-/** Observes finished requests (access log, metrics); called once per request. */
+/**
+ * Observes requests for telemetry (src/telemetry/: metrics, access log, traces). Each method is
+ * called synchronously on the request path, so implementations must be cheap.
+ */
 export interface RequestObserver {
+  /** A request entered the engine: its id is set, nothing is routed yet. */
+  onRequestStart(ctx: RequestContext): void;
+  /**
+   * An upstream attempt is about to be dispatched (`ctx.endpointKey` is set). The observer may
+   * fill `ctx.traceHeaders` (and `ctx.traceFields`) to propagate trace context upstream.
+   */
+  onUpstreamStart(ctx: RequestContext): void;
+  /** That attempt is over: done (`err` null), failed or cancelled. */
+  onUpstreamEnd(ctx: RequestContext, err: SkiffError | null): void;
+  /** The request is over; called once, before the telemetry hold is released. */
   onRequestDone(ctx: RequestContext): void;
 }
 
@@ -57,6 +70,7 @@ export class ProxyEngine implements UpstreamHandler {
     const snapshot = this.store.current;
     ctx.snapshot = snapshot;
     if (ctx.requestId === '') ctx.requestId = nextRequestId();
+    if (this.observer !== null) this.observer.onRequestStart(ctx);
     if (ctx.method === 'CONNECT') {
       this.fail(ctx, gen, new SkiffError(ErrorCode.MethodNotAllowed, 'downstream', 'CONNECT is not supported'));
       return;
@@ -88,6 +102,7 @@ export class ProxyEngine implements UpstreamHandler {
       return;
     }
     ctx.endpointKey = pool.key;
+    ctx.endpoint = pool;
     const conn = pool.tryAcquire();
     if (conn !== undefined) {
       this.dispatch(ctx, gen, conn);
@@ -105,6 +120,7 @@ export class ProxyEngine implements UpstreamHandler {
     this.requestsTotal++;
     ctx.snapshot = this.store.current;
     if (ctx.requestId === '') ctx.requestId = nextRequestId();
+    if (this.observer !== null) this.observer.onRequestStart(ctx);
     this.fail(ctx, ctx.generation, err);
   }
 
@@ -122,6 +138,8 @@ export class ProxyEngine implements UpstreamHandler {
   }
 
   private dispatch(ctx: RequestContext, gen: number, conn: UpstreamConn): void {
+    ctx.upstreamStartTime = performance.now();
+    if (this.observer !== null) this.observer.onUpstreamStart(ctx);
     try {
       conn.dispatch(ctx, gen, this);
     } catch (err) {
@@ -135,6 +153,8 @@ export class ProxyEngine implements UpstreamHandler {
     ctx.check(gen);
     const downstream = ctx.downstream;
     if (ctx.error !== null || ctx.isFinished || downstream === null) return;
+    ctx.upstreamHeadTime = performance.now();
+    if (ctx.endpoint !== null) ctx.endpoint.recordLatency(ctx.upstreamHeadTime - ctx.upstreamStartTime);
     buildResponseHeaders(rawHeaders, ctx.responseHeaders);
     ctx.isResponseStarted = true;
     ctx.responseStatus = status;
@@ -146,6 +166,7 @@ export class ProxyEngine implements UpstreamHandler {
     ctx.check(gen);
     ctx.isUpstreamDone = true;
     ctx.upstreamHandle = null;
+    if (this.observer !== null) this.observer.onUpstreamEnd(ctx, null);
     // The upstream answered before reading the whole request body: discard the rest, so the
     // downstream source is drained (not left paused) and its hold can go.
     if (ctx.requestBody.isOpen) ctx.requestBody.reset(UPSTREAM_FINISHED_FIRST);
@@ -156,6 +177,7 @@ export class ProxyEngine implements UpstreamHandler {
     if (!ctx.isLive(gen)) return;
     ctx.isUpstreamDone = true;
     ctx.upstreamHandle = null;
+    if (this.observer !== null) this.observer.onUpstreamEnd(ctx, err);
     this.fail(ctx, gen, err);
   }
 
@@ -218,7 +240,10 @@ export class ProxyEngine implements UpstreamHandler {
     const handle = ctx.upstreamHandle;
     ctx.upstreamHandle = null;
     ctx.isUpstreamDone = true;
-    if (handle !== null) handle.cancel(err);
+    if (handle !== null) {
+      handle.cancel(err);
+      if (this.observer !== null) this.observer.onUpstreamEnd(ctx, err);
+    }
   }
 
   /** Releases the response hold once both halves are over; telemetry reads, then releases. */

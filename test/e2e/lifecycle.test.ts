@@ -145,6 +145,6 @@ clusters:
     assert.deepEqual(await h2, { status: 200, body: 'done /two' });
     session.close();
     assert.equal(await exitCode, 0);
-    assert.match(sk.stderr(), /SIGTERM, draining/);
+    assert.match(sk.stderr(), /"signal":"SIGTERM".*"msg":"signal received, draining"/);
   });
 });

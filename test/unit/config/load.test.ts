@@ -78,8 +78,14 @@ describe('parseConfig: valid input', () => {
       drainTimeoutMs: 20_000,
     });
     assert.deepEqual(s.listeners, [
-      { name: 'in', address: { host: '127.0.0.1', port: 15006 }, protocols: ['http1', 'h2c'], tls: null, routes: 'main' },
+      { name: 'in', direction: 'inbound', address: { host: '127.0.0.1', port: 15006 }, protocols: ['http1', 'h2c'], tls: null, routes: 'main' },
     ]);
+    assert.deepEqual(s.telemetry, {
+      serviceName: null,
+      logLevel: 'info',
+      tracing: { enabled: null, sampling: null, endpoint: null, protocol: null, propagators: null },
+      accessLog: { enabled: false, path: 'stdout', sampleRate: 1 },
+    });
     assert.deepEqual(s.clusters.get('app'), {
       name: 'app',
       protocol: 'http1',
@@ -162,7 +168,7 @@ describe('parseConfig: valid input', () => {
     assert.equal(s.source, 'embedded default');
     assert.deepEqual(s.admin, { host: '127.0.0.1', port: 15000 });
     assert.deepEqual(s.listeners, [
-      { name: 'inbound', address: { host: '127.0.0.1', port: 15006 }, protocols: ['http1', 'h2c'], tls: null, routes: 'inbound' },
+      { name: 'inbound', direction: 'inbound', address: { host: '127.0.0.1', port: 15006 }, protocols: ['http1', 'h2c'], tls: null, routes: 'inbound' },
     ]);
     const table = s.routeTables.get('inbound');
     assert.ok(table !== undefined);
@@ -212,6 +218,26 @@ describe('parseConfig: valid input', () => {
       keepAliveTimeoutMs: 120_000,
       drainTimeoutMs: 3_600_000,
     });
+  });
+
+  it('telemetry settings parse; the access log path is relative to the config file', () => {
+    const s = parse(yaml(
+      'telemetry:',
+      '  serviceName: shop',
+      '  logLevel: warn',
+      '  tracing: { enabled: true, sampling: 0.25, endpoint: "http://127.0.0.1:4318/v1/traces", protocol: http/json, propagators: [b3, tracecontext] }',
+      '  accessLog: { enabled: true, path: logs/access.log, sampleRate: 0.5 }',
+      ...withLine(2, '  - name: in', '    direction: outbound').trimEnd().split('\n'),
+    ));
+    assert.deepEqual(s.telemetry, {
+      serviceName: 'shop',
+      logLevel: 'warn',
+      tracing: { enabled: true, sampling: 0.25, endpoint: 'http://127.0.0.1:4318/v1/traces', protocol: 'http/json', propagators: ['b3', 'tracecontext'] },
+      accessLog: { enabled: true, path: '/etc/skiff/logs/access.log', sampleRate: 0.5 },
+    });
+    assert.equal(s.listeners[0].direction, 'outbound');
+    const std = parse(yaml('telemetry:', '  accessLog: { enabled: true, path: stderr }', ...MINIMAL));
+    assert.equal(std.telemetry.accessLog.path, 'stderr');
   });
 
   it('admin: null means no admin listener', () => {
@@ -271,6 +297,17 @@ describe('parseConfig: each bad input names its key path and line', () => {
       15,
       /port must be a number/,
     );
+  });
+
+  it('bad telemetry settings', () => {
+    expectIssue(yaml('telemetry:', '  tracing:', '    sampling: 1.5', ...MINIMAL), 'telemetry.tracing.sampling', 3, /between 0 and 1/);
+    expectIssue(yaml('telemetry:', '  tracing: { propagators: [w3c] }', ...MINIMAL), 'telemetry.tracing.propagators[0]', 2);
+    expectIssue(yaml('telemetry:', '  tracing: { endpoint: "127.0.0.1:4318" }', ...MINIMAL), 'telemetry.tracing.endpoint', 2, /http/);
+    expectIssue(yaml('telemetry:', '  tracing: { protocol: thrift }', ...MINIMAL), 'telemetry.tracing.protocol', 2);
+    expectIssue(yaml('telemetry:', '  logLevel: loud', ...MINIMAL), 'telemetry.logLevel', 2);
+    expectIssue(yaml('telemetry:', '  accessLog: { sampleRate: -0.1 }', ...MINIMAL), 'telemetry.accessLog.sampleRate', 2, /between 0 and 1/);
+    expectIssue(yaml('telemetry:', '  accessLog: { enable: true }', ...MINIMAL), 'telemetry.accessLog.enable', 2, /unknown key/);
+    expectIssue(withLine(2, '  - name: in', '    direction: sideways'), 'listeners[0].direction', 3);
   });
 
   it('bad durations and sizes', () => {
