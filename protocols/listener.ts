@@ -27,6 +27,8 @@ export class Listener {
 
   constructor(engine: ProxyEngine, arena: ContextArena, config: ListenerConfig, limits: Limits) {
     this.config = config;
+    // Never serve a mesh listener in cleartext: until mesh TLS is wired in, refuse to start.
+    if (config.meshTls) throw new Error(`listener ${config.name}: tls: mesh is not supported yet`);
     const isTls = config.tls !== null;
     const hasH1 = config.protocols.includes('http1');
     const hasH2 = config.protocols.includes('h2') || config.protocols.includes('h2c');

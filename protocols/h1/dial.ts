@@ -9,6 +9,10 @@ import type { ClusterConfig, SocketAddress } from '../../src/config/types.js';
 
 /** Dials one TCP (or TLS) connection, failing after the cluster's connect timeout. */
 export function dial(ep: SocketAddress, cluster: ClusterConfig, alpn: string[]): Promise<net.Socket> {
+  if (cluster.meshTls) {
+    // Never dial a mesh peer in cleartext: until mesh TLS is wired in, fail the connect.
+    return Promise.reject(new SkiffError(ErrorCode.UpstreamConnect, 'upstream', `cluster ${cluster.name}: tls: mesh is not supported yet`, true));
+  }
   return new Promise((resolve, reject) => {
     let socket: net.Socket;
     const t = cluster.tls;

@@ -12,12 +12,17 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { isAlias, isMap, isNode, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
+import type * as z from 'zod';
 import { RouteTable } from '../routing/router.js';
 import { DEFAULT_CONFIG_SOURCE, DEFAULT_CONFIG_YAML } from './default.js';
 import { configErrorMap, configSchema, type RawCluster, type RawConfig, type RawListener } from './schema.js';
 import type {
+  CircuitBreakers,
   ClusterConfig,
   ConfigSnapshot,
+  IdentityConfig,
+  OutlierDetection,
+  RetryPolicy,
   Limits,
   ListenerConfig,
   RouteConfig,
@@ -66,6 +71,23 @@ export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 export const DEFAULT_MAX_CONNECTIONS_HTTP1 = 64;
 export const DEFAULT_MAX_CONNECTIONS_H2 = 4;
 export const DEFAULT_MAX_PENDING = 1024;
+export const DEFAULT_RETRIES: RetryPolicy = Object.freeze({
+  attempts: 2,
+  budgetPercent: 20,
+  minRetriesPerSecond: 10,
+  perTryTimeoutMs: 0,
+  backoffBaseMs: 25,
+  backoffMaxMs: 250,
+  retryOn: Object.freeze(['connect-failure', 'refused-stream', 'reset', '503'] as const),
+});
+export const DEFAULT_OUTLIER_DETECTION: OutlierDetection = Object.freeze({
+  consecutive5xx: 5,
+  consecutiveConnectFailures: 5,
+  baseEjectionTimeMs: 30_000,
+  maxEjectionTimeMs: 300_000,
+  maxEjectionPercent: 50,
+});
+export const DEFAULT_CIRCUIT_BREAKERS: CircuitBreakers = Object.freeze({ maxConnections: 1024, maxPendingRequests: 1024, maxRequests: 1024 });
 
 type PathSegment = string | number;
 
@@ -97,14 +119,24 @@ export function parseConfig(text: string, source: string, baseDir: string, versi
   const result = configSchema.safeParse(data, { error: configErrorMap });
   if (!result.success) {
     const issues: ConfigIssue[] = [];
-    for (const iss of result.error.issues) {
-      const path = iss.path.filter(isSegment);
+    const report = (iss: z.core.$ZodIssue, prefix: readonly PathSegment[]): void => {
+      const path = [...prefix, ...iss.path.filter(isSegment)];
       if (iss.code === 'unrecognized_keys') {
         for (const key of iss.keys) issues.push(lines.issue([...path, key], `unknown key "${key}"`));
-      } else {
-        issues.push(lines.issue(path, iss.message));
+        return;
       }
-    }
+      if (iss.code === 'invalid_union') {
+        // `tls: mesh | { ... }`: when the value is a map, the map branch's own issues say what
+        // is wrong (a missing key) better than "is mesh or { cert, key }".
+        const branch = iss.errors.find((b) => b.some((e) => e.path.length > 0));
+        if (branch !== undefined) {
+          for (const e of branch) report(e, path);
+          return;
+        }
+      }
+      issues.push(lines.issue(path, iss.message));
+    };
+    for (const iss of result.error.issues) report(iss, []);
     throw new ConfigError(source, sortIssues(issues));
   }
   const issues: ConfigIssue[] = [];
@@ -150,10 +182,27 @@ function build(raw: RawConfig, source: string, baseDir: string, version: number,
     const routes: RouteConfig[] = [];
     entries.forEach((r, i) => {
       if (!clusters.has(r.cluster)) report(['routes', tableName, i, 'cluster'], `no cluster named "${r.cluster}"`);
-      routes.push(Object.freeze({ match: r.match, cluster: r.cluster, timeoutMs: r.timeout ?? DEFAULT_ROUTE_TIMEOUT_MS }));
+      routes.push(Object.freeze({
+        match: r.match,
+        cluster: r.cluster,
+        timeoutMs: r.timeout ?? DEFAULT_ROUTE_TIMEOUT_MS,
+        authorize: Object.freeze((r.authorize ?? []).slice()),
+      }));
     });
     routeTables.set(tableName, new RouteTable(Object.freeze(routes)));
   }
+
+  const identity: IdentityConfig | null =
+    raw.identity === undefined
+      ? null
+      : Object.freeze({
+          cert: resolve(baseDir, raw.identity.cert),
+          key: resolve(baseDir, raw.identity.key),
+          trustBundle: resolve(baseDir, raw.identity.trustBundle),
+        });
+  (raw.clusters ?? []).forEach((c, i) => {
+    if (c.tls === 'mesh' && identity === null) report(['clusters', i, 'tls'], 'tls: mesh needs a top-level identity block (cert, key, trustBundle)');
+  });
 
   const listeners: ListenerConfig[] = [];
   const names = new Map<string, number>();
@@ -169,6 +218,8 @@ function build(raw: RawConfig, source: string, baseDir: string, version: number,
     else names.set(l.name, i);
     if (!routeTables.has(l.routes)) report(['listeners', i, 'routes'], `no route table named "${l.routes}"`);
     claimAddress(addresses, l.address, `listeners[${i}]`, ['listeners', i, 'address'], report);
+    if (l.tls === 'mesh' && identity === null) report(['listeners', i, 'tls'], 'tls: mesh needs a top-level identity block (cert, key, trustBundle)');
+    if (l.authorize !== undefined && l.tls !== 'mesh') report(['listeners', i, 'authorize'], 'authorize needs tls: mesh (peers are identified by their certificates)');
     listeners.push(buildListener(l, baseDir));
   });
 
@@ -187,6 +238,7 @@ function build(raw: RawConfig, source: string, baseDir: string, version: number,
     version,
     source,
     admin,
+    identity,
     listeners: Object.freeze(listeners),
     routeTables,
     clusters,
@@ -228,28 +280,66 @@ function claimAddress(taken: Map<string, string>, a: SocketAddress, owner: strin
 
 function buildListener(l: RawListener, baseDir: string): ListenerConfig {
   const tls: TlsFiles | null =
-    l.tls === undefined || l.tls === null ? null : Object.freeze({ cert: resolve(baseDir, l.tls.cert), key: resolve(baseDir, l.tls.key) });
+    l.tls === undefined || l.tls === null || l.tls === 'mesh' ? null : Object.freeze({ cert: resolve(baseDir, l.tls.cert), key: resolve(baseDir, l.tls.key) });
   return Object.freeze({
     name: l.name,
     direction: l.direction ?? 'inbound',
     address: Object.freeze(l.address),
     protocols: Object.freeze(l.protocols.slice()),
     tls,
+    meshTls: l.tls === 'mesh',
+    authorize: Object.freeze((l.authorize ?? []).slice()),
     routes: l.routes,
   });
 }
 
 function buildCluster(c: RawCluster, baseDir: string): ClusterConfig {
   let tls: UpstreamTls | null = null;
-  if (c.tls !== undefined && c.tls !== null) {
+  const meshTls = c.tls === 'mesh';
+  if (c.tls !== undefined && c.tls !== null && c.tls !== 'mesh') {
     tls = Object.freeze({
       ca: c.tls.ca === undefined || c.tls.ca === null ? null : resolve(baseDir, c.tls.ca),
       servername: c.tls.servername ?? null,
       insecureSkipVerify: c.tls.insecureSkipVerify ?? false,
     });
-  } else if (c.protocol === 'h2') {
+  } else if (c.protocol === 'h2' && !meshTls) {
     tls = Object.freeze({ ca: null, servername: null, insecureSkipVerify: false });
   }
+  const r = c.retries;
+  const retries: RetryPolicy =
+    r === undefined
+      ? DEFAULT_RETRIES
+      : Object.freeze({
+          attempts: r.attempts ?? DEFAULT_RETRIES.attempts,
+          budgetPercent: r.budgetPercent ?? DEFAULT_RETRIES.budgetPercent,
+          minRetriesPerSecond: r.minRetriesPerSecond ?? DEFAULT_RETRIES.minRetriesPerSecond,
+          perTryTimeoutMs: r.perTryTimeout ?? DEFAULT_RETRIES.perTryTimeoutMs,
+          backoffBaseMs: r.backoffBase ?? DEFAULT_RETRIES.backoffBaseMs,
+          backoffMaxMs: r.backoffMax ?? DEFAULT_RETRIES.backoffMaxMs,
+          retryOn: r.retryOn === undefined ? DEFAULT_RETRIES.retryOn : Object.freeze(r.retryOn.slice()),
+        });
+  const o = c.outlierDetection;
+  const outlierDetection: OutlierDetection | null =
+    o === null
+      ? null
+      : o === undefined
+        ? DEFAULT_OUTLIER_DETECTION
+        : Object.freeze({
+            consecutive5xx: o.consecutive5xx ?? DEFAULT_OUTLIER_DETECTION.consecutive5xx,
+            consecutiveConnectFailures: o.consecutiveConnectFailures ?? DEFAULT_OUTLIER_DETECTION.consecutiveConnectFailures,
+            baseEjectionTimeMs: o.baseEjectionTime ?? DEFAULT_OUTLIER_DETECTION.baseEjectionTimeMs,
+            maxEjectionTimeMs: o.maxEjectionTime ?? DEFAULT_OUTLIER_DETECTION.maxEjectionTimeMs,
+            maxEjectionPercent: o.maxEjectionPercent ?? DEFAULT_OUTLIER_DETECTION.maxEjectionPercent,
+          });
+  const cb = c.circuitBreakers;
+  const circuitBreakers: CircuitBreakers =
+    cb === undefined
+      ? DEFAULT_CIRCUIT_BREAKERS
+      : Object.freeze({
+          maxConnections: cb.maxConnections ?? DEFAULT_CIRCUIT_BREAKERS.maxConnections,
+          maxPendingRequests: cb.maxPendingRequests ?? DEFAULT_CIRCUIT_BREAKERS.maxPendingRequests,
+          maxRequests: cb.maxRequests ?? DEFAULT_CIRCUIT_BREAKERS.maxRequests,
+        });
   return Object.freeze({
     name: c.name,
     protocol: c.protocol,
@@ -261,6 +351,12 @@ function buildCluster(c: RawCluster, baseDir: string): ClusterConfig {
       c.maxConnectionsPerEndpoint ?? (c.protocol === 'http1' ? DEFAULT_MAX_CONNECTIONS_HTTP1 : DEFAULT_MAX_CONNECTIONS_H2),
     maxPendingPerEndpoint: c.maxPendingPerEndpoint ?? DEFAULT_MAX_PENDING,
     tls,
+    meshTls,
+    peerIdentity: c.peerIdentity ?? null,
+    loadBalancer: c.loadBalancer ?? 'p2c-ewma',
+    retries,
+    outlierDetection,
+    circuitBreakers,
   });
 }
 

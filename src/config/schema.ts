@@ -220,13 +220,25 @@ const listenerTlsSchema = z.strictObject({
   key: nonEmptyPath,
 });
 
+/** `spiffe://TRUST_DOMAIN/PATH` (SPIFFE ID spec: lower-case trust domain, a path). */
+const SPIFFE_RE = /^spiffe:\/\/[a-z0-9._-]+(\/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+$/;
+export const spiffeId = z.string().regex(SPIFFE_RE, 'must be a SPIFFE ID: spiffe://TRUST_DOMAIN/PATH, e.g. spiffe://example.org/ns/default/sa/web');
+const authorizeList = z.array(spiffeId).min(1, 'list at least one SPIFFE ID, or leave authorize out');
+
+const identitySchema = z.strictObject({
+  cert: nonEmptyPath,
+  key: nonEmptyPath,
+  trustBundle: nonEmptyPath,
+});
+
 const listenerSchema = z
   .strictObject({
     name,
     direction: z.enum(['inbound', 'outbound']).optional(),
     address: listenAddress,
     protocols: z.array(listenerProtocol),
-    tls: listenerTlsSchema.nullable().optional(),
+    tls: z.union([z.literal('mesh'), listenerTlsSchema], { error: 'tls is "mesh" or { cert, key }' }).nullable().optional(),
+    authorize: authorizeList.optional(),
     routes: name,
   })
   // Runs even when other keys of the listener are wrong (`when`), so "h2 needs tls" is reported
@@ -305,6 +317,33 @@ const routeSchema = z.strictObject({
   match: routeMatchSchema,
   cluster: name,
   timeout: duration.optional(),
+  authorize: authorizeList.optional(),
+});
+
+const retryOn = z.enum(['connect-failure', 'refused-stream', 'reset', '503', 'gateway-error']);
+
+const retriesSchema = z.strictObject({
+  attempts: z.int().min(0).max(10).optional(),
+  budgetPercent: z.number().min(0).max(100).optional(),
+  minRetriesPerSecond: z.int().min(0).optional(),
+  perTryTimeout: duration.optional(),
+  backoffBase: positiveDuration.optional(),
+  backoffMax: positiveDuration.optional(),
+  retryOn: z.array(retryOn).optional(),
+});
+
+const outlierSchema = z.strictObject({
+  consecutive5xx: z.int().min(1).optional(),
+  consecutiveConnectFailures: z.int().min(1).optional(),
+  baseEjectionTime: positiveDuration.optional(),
+  maxEjectionTime: positiveDuration.optional(),
+  maxEjectionPercent: z.number().min(0).max(100).optional(),
+});
+
+const circuitBreakersSchema = z.strictObject({
+  maxConnections: z.int().min(1).optional(),
+  maxPendingRequests: z.int().min(0).optional(),
+  maxRequests: z.int().min(1).optional(),
 });
 
 const upstreamTlsSchema = z.strictObject({
@@ -323,11 +362,19 @@ const clusterSchema = z
     idleTimeout: positiveDuration.optional(),
     maxConnectionsPerEndpoint: z.int().min(1).optional(),
     maxPendingPerEndpoint: z.int().min(0).optional(),
-    tls: upstreamTlsSchema.nullable().optional(),
+    tls: z.union([z.literal('mesh'), upstreamTlsSchema], { error: 'tls is "mesh" or { ca, servername, insecureSkipVerify }' }).nullable().optional(),
+    peerIdentity: spiffeId.optional(),
+    loadBalancer: z.enum(['p2c-ewma', 'round-robin', 'least-request']).optional(),
+    retries: retriesSchema.optional(),
+    outlierDetection: outlierSchema.nullable().optional(),
+    circuitBreakers: circuitBreakersSchema.optional(),
   })
   .superRefine((c, ctx) => {
     if (c.protocol === 'h2c' && c.tls !== undefined && c.tls !== null) {
       ctx.addIssue({ code: 'custom', path: ['tls'], message: 'h2c is cleartext; use protocol h2 for HTTP/2 over TLS' });
+    }
+    if (c.peerIdentity !== undefined && c.tls !== 'mesh') {
+      ctx.addIssue({ code: 'custom', path: ['peerIdentity'], message: 'peerIdentity needs tls: mesh' });
     }
   });
 
@@ -359,6 +406,7 @@ const telemetrySchema = z.strictObject({
 /** The whole file. `listeners` is required; `routes` and `clusters` may be left out. */
 export const configSchema = z.strictObject({
   admin: adminSchema.nullable().optional(),
+  identity: identitySchema.optional(),
   limits: limitsSchema.optional(),
   telemetry: telemetrySchema.optional(),
   listeners: z.array(listenerSchema).min(1, 'at least one listener is needed'),

@@ -26,6 +26,15 @@ export interface TlsFiles {
  */
 export type ListenerDirection = 'inbound' | 'outbound';
 
+/** This sidecar's mesh identity: its SPIFFE certificate and the trust bundle of peers. */
+export interface IdentityConfig {
+  /** PEM certificate chain whose URI SAN is this sidecar's SPIFFE ID (resolved path). */
+  readonly cert: string;
+  readonly key: string;
+  /** PEM CA bundle that peer certificates must chain to. */
+  readonly trustBundle: string;
+}
+
 export interface ListenerConfig {
   readonly name: string;
   readonly direction: ListenerDirection;
@@ -33,6 +42,13 @@ export interface ListenerConfig {
   /** http1 and h2c are cleartext on one port; http1 and h2 are TLS with ALPN. */
   readonly protocols: readonly ListenerProtocol[];
   readonly tls: TlsFiles | null;
+  /**
+   * `tls: mesh`: serve the identity certificate and require a peer certificate from the trust
+   * bundle (mTLS); `tls` is then null and `identity` must be set.
+   */
+  readonly meshTls: boolean;
+  /** Peer SPIFFE IDs allowed on this listener; empty allows any authenticated peer (or anyone without mTLS). */
+  readonly authorize: readonly string[];
   /** Name of the route table in `routes`. */
   readonly routes: string;
 }
@@ -57,8 +73,10 @@ export interface RouteMatch {
 export interface RouteConfig {
   readonly match: RouteMatch;
   readonly cluster: string;
-  /** Whole-request timeout in ms (head to end of response); 0 disables it. */
+  /** Whole-request timeout in ms (head to end of response, all retries included); 0 disables it. */
   readonly timeoutMs: number;
+  /** Peer SPIFFE IDs allowed on this route, on top of the listener's list; empty: no extra check. */
+  readonly authorize: readonly string[];
 }
 
 export interface UpstreamTls {
@@ -68,6 +86,46 @@ export interface UpstreamTls {
   readonly servername: string | null;
   /** Skip certificate verification (tests only). */
   readonly insecureSkipVerify: boolean;
+}
+
+export type LoadBalancerKind = 'p2c-ewma' | 'round-robin' | 'least-request';
+
+/** What a retry may be triggered by. */
+export type RetryOn = 'connect-failure' | 'refused-stream' | 'reset' | '503' | 'gateway-error';
+
+export interface RetryPolicy {
+  /** Retries after the first try (Envoy's num_retries); 0 disables retries. */
+  readonly attempts: number;
+  /** Retries may add at most this share of the cluster's requests (retry budget), percent. */
+  readonly budgetPercent: number;
+  /** ...but at least this many retries per second are always allowed. */
+  readonly minRetriesPerSecond: number;
+  /** Timeout of one try in ms; 0: only the route timeout applies. */
+  readonly perTryTimeoutMs: number;
+  /** Jittered exponential backoff between tries: base and cap, ms. */
+  readonly backoffBaseMs: number;
+  readonly backoffMaxMs: number;
+  /** Conditions that allow a retry. Anything but connect-failure and refused-stream also needs an idempotent method. */
+  readonly retryOn: readonly RetryOn[];
+}
+
+export interface OutlierDetection {
+  /** Consecutive 5xx responses (or connect failures) that eject an endpoint. */
+  readonly consecutive5xx: number;
+  /** Consecutive connect failures that eject an endpoint. */
+  readonly consecutiveConnectFailures: number;
+  /** First ejection lasts this long; each further ejection of the same endpoint adds it again, ms. */
+  readonly baseEjectionTimeMs: number;
+  readonly maxEjectionTimeMs: number;
+  /** At most this share of a cluster's endpoints is ejected at once, percent. */
+  readonly maxEjectionPercent: number;
+}
+
+/** Per-cluster limits (Envoy's circuit breakers): above them requests fail fast with 503. */
+export interface CircuitBreakers {
+  readonly maxConnections: number;
+  readonly maxPendingRequests: number;
+  readonly maxRequests: number;
 }
 
 export interface ClusterConfig {
@@ -83,6 +141,15 @@ export interface ClusterConfig {
   /** Requests that may wait for a connection per endpoint before 503. */
   readonly maxPendingPerEndpoint: number;
   readonly tls: UpstreamTls | null;
+  /** `tls: mesh`: mTLS with the identity, the server's SPIFFE ID checked; `tls` is then null. */
+  readonly meshTls: boolean;
+  /** With mesh TLS: the SPIFFE ID the endpoints must present; null accepts any from the bundle. */
+  readonly peerIdentity: string | null;
+  readonly loadBalancer: LoadBalancerKind;
+  readonly retries: RetryPolicy;
+  /** null: outlier detection off. */
+  readonly outlierDetection: OutlierDetection | null;
+  readonly circuitBreakers: CircuitBreakers;
 }
 
 export interface Limits {
@@ -142,6 +209,7 @@ export interface ConfigSnapshot {
   /** Where the config came from ('embedded default' or a file path). */
   readonly source: string;
   readonly admin: SocketAddress | null;
+  readonly identity: IdentityConfig | null;
   readonly listeners: readonly ListenerConfig[];
   readonly routeTables: ReadonlyMap<string, RouteTable>;
   readonly clusters: ReadonlyMap<string, ClusterConfig>;

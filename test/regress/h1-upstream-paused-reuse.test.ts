@@ -15,6 +15,7 @@ import { ContextArena } from '../../src/arena.js';
 import type { RequestContext } from '../../src/context.js';
 import type { SkiffError } from '../../src/errors.js';
 import type { FrameSink } from '../../src/frames.js';
+import { DEFAULT_CIRCUIT_BREAKERS, DEFAULT_RETRIES } from '../../src/config/load.js';
 import type { ClusterConfig } from '../../src/config/types.js';
 import type { ConnEvents, UpstreamConn, UpstreamHandler } from '../../src/pool/types.js';
 import { H1ClientConnector } from '../../protocols/h1/client-conn.js';
@@ -91,6 +92,8 @@ it('the next exchange on a connection paused at END still reads its response', a
   const cluster: ClusterConfig = {
     name: 'c', protocol: 'http1', endpoints: [{ host: '127.0.0.1', port }], maxBodyBytes: 0,
     connectTimeoutMs: 2000, idleTimeoutMs: 60_000, maxConnectionsPerEndpoint: 1, maxPendingPerEndpoint: 10, tls: null,
+    meshTls: false, peerIdentity: null, loadBalancer: 'round-robin', retries: DEFAULT_RETRIES, outlierDetection: null,
+    circuitBreakers: DEFAULT_CIRCUIT_BREAKERS,
   };
   const rec = new Recorder();
   const conn = await new H1ClientConnector().connect({ host: '127.0.0.1', port }, cluster, rec);

@@ -78,7 +78,7 @@ describe('parseConfig: valid input', () => {
       drainTimeoutMs: 20_000,
     });
     assert.deepEqual(s.listeners, [
-      { name: 'in', direction: 'inbound', address: { host: '127.0.0.1', port: 15006 }, protocols: ['http1', 'h2c'], tls: null, routes: 'main' },
+      { name: 'in', direction: 'inbound', address: { host: '127.0.0.1', port: 15006 }, protocols: ['http1', 'h2c'], tls: null, meshTls: false, authorize: [], routes: 'main' },
     ]);
     assert.deepEqual(s.telemetry, {
       serviceName: null,
@@ -96,11 +96,26 @@ describe('parseConfig: valid input', () => {
       maxConnectionsPerEndpoint: 64,
       maxPendingPerEndpoint: 1024,
       tls: null,
+      meshTls: false,
+      peerIdentity: null,
+      loadBalancer: 'p2c-ewma',
+      retries: {
+        attempts: 2,
+        budgetPercent: 20,
+        minRetriesPerSecond: 10,
+        perTryTimeoutMs: 0,
+        backoffBaseMs: 25,
+        backoffMaxMs: 250,
+        retryOn: ['connect-failure', 'refused-stream', 'reset', '503'],
+      },
+      outlierDetection: { consecutive5xx: 5, consecutiveConnectFailures: 5, baseEjectionTimeMs: 30_000, maxEjectionTimeMs: 300_000, maxEjectionPercent: 50 },
+      circuitBreakers: { maxConnections: 1024, maxPendingRequests: 1024, maxRequests: 1024 },
     });
+    assert.equal(s.identity, null);
     const table = s.routeTables.get('main');
     assert.ok(table !== undefined);
     assert.deepEqual(table.routes, [
-      { match: { authority: null, path: null, prefix: '/', headers: [] }, cluster: 'app', timeoutMs: 15_000 },
+      { match: { authority: null, path: null, prefix: '/', headers: [] }, cluster: 'app', timeoutMs: 15_000, authorize: [] },
     ]);
   });
 
@@ -168,12 +183,12 @@ describe('parseConfig: valid input', () => {
     assert.equal(s.source, 'embedded default');
     assert.deepEqual(s.admin, { host: '127.0.0.1', port: 15000 });
     assert.deepEqual(s.listeners, [
-      { name: 'inbound', direction: 'inbound', address: { host: '127.0.0.1', port: 15006 }, protocols: ['http1', 'h2c'], tls: null, routes: 'inbound' },
+      { name: 'inbound', direction: 'inbound', address: { host: '127.0.0.1', port: 15006 }, protocols: ['http1', 'h2c'], tls: null, meshTls: false, authorize: [], routes: 'inbound' },
     ]);
     const table = s.routeTables.get('inbound');
     assert.ok(table !== undefined);
     assert.deepEqual(table.routes, [
-      { match: { authority: null, path: null, prefix: '/', headers: [] }, cluster: 'local-app', timeoutMs: 15_000 },
+      { match: { authority: null, path: null, prefix: '/', headers: [] }, cluster: 'local-app', timeoutMs: 15_000, authorize: [] },
     ]);
     const app = s.clusters.get('local-app');
     assert.ok(app !== undefined);
@@ -297,6 +312,69 @@ describe('parseConfig: each bad input names its key path and line', () => {
       15,
       /port must be a number/,
     );
+  });
+
+  it('mesh settings parse: identity, tls: mesh, authorize, and the cluster resilience keys', () => {
+    const s = parse(yaml(
+      'identity: { cert: certs/me.pem, key: certs/me-key.pem, trustBundle: certs/ca.pem }',
+      'listeners:',
+      '  - name: mesh',
+      '    address: 127.0.0.1:15008',
+      '    protocols: [h2]',
+      '    tls: mesh',
+      '    authorize: [spiffe://example.org/ns/default/sa/frontend]',
+      '    routes: main',
+      'routes:',
+      '  main:',
+      '    - match: { prefix: /admin }',
+      '      cluster: app',
+      '      authorize: [spiffe://example.org/ns/ops/sa/admin]',
+      'clusters:',
+      '  - name: app',
+      '    protocol: h2',
+      '    tls: mesh',
+      '    peerIdentity: spiffe://example.org/ns/default/sa/backend',
+      '    loadBalancer: least-request',
+      '    endpoints: [127.0.0.1:25008]',
+      '    retries: { attempts: 3, budgetPercent: 10, perTryTimeout: 2s, retryOn: [connect-failure, gateway-error] }',
+      '    outlierDetection: { consecutive5xx: 3, baseEjectionTime: 10s }',
+      '    circuitBreakers: { maxRequests: 100 }',
+    ));
+    assert.deepEqual(s.identity, { cert: '/etc/skiff/certs/me.pem', key: '/etc/skiff/certs/me-key.pem', trustBundle: '/etc/skiff/certs/ca.pem' });
+    const l = s.listeners[0];
+    assert.equal(l.meshTls, true);
+    assert.equal(l.tls, null);
+    assert.deepEqual(l.authorize, ['spiffe://example.org/ns/default/sa/frontend']);
+    assert.deepEqual(s.routeTables.get('main')?.routes[0].authorize, ['spiffe://example.org/ns/ops/sa/admin']);
+    const c = s.clusters.get('app');
+    assert.ok(c !== undefined);
+    assert.equal(c.meshTls, true);
+    assert.equal(c.tls, null, 'mesh TLS is not the plain-TLS block');
+    assert.equal(c.peerIdentity, 'spiffe://example.org/ns/default/sa/backend');
+    assert.equal(c.loadBalancer, 'least-request');
+    assert.deepEqual(c.retries, { attempts: 3, budgetPercent: 10, minRetriesPerSecond: 10, perTryTimeoutMs: 2000, backoffBaseMs: 25, backoffMaxMs: 250, retryOn: ['connect-failure', 'gateway-error'] });
+    assert.deepEqual(c.outlierDetection, { consecutive5xx: 3, consecutiveConnectFailures: 5, baseEjectionTimeMs: 10_000, maxEjectionTimeMs: 300_000, maxEjectionPercent: 50 });
+    assert.deepEqual(c.circuitBreakers, { maxConnections: 1024, maxPendingRequests: 1024, maxRequests: 100 });
+    const off = parse(withLine(13, '    endpoints: [127.0.0.1:8080]', '    outlierDetection: null'));
+    assert.equal(off.clusters.get('app')?.outlierDetection, null);
+  });
+
+  it('bad mesh settings', () => {
+    const meshListener = (...extra: string[]): string => {
+      const lines = MINIMAL.slice();
+      lines.splice(3, 2, '    protocols: [h2]', '    routes: main', ...extra);
+      return yaml(...lines);
+    };
+    expectIssue(meshListener('    tls: mesh'), 'listeners[0].tls', 6, /identity/);
+    expectIssue(withLine(5, '    routes: main', '    authorize: [spiffe://example.org/ns/a/sa/b]'), 'listeners[0].authorize', 6, /tls: mesh/);
+    expectIssue(withLine(5, '    routes: main', '    authorize: [frontend]'), 'listeners[0].authorize[0]', 6, /SPIFFE ID/);
+    expectIssue(withLine(13, '    endpoints: [127.0.0.1:8080]', '    tls: mesh'), 'clusters[0].tls', 14, /identity/);
+    expectIssue(withLine(13, '    endpoints: [127.0.0.1:8080]', '    peerIdentity: spiffe://example.org/x'), 'clusters[0].peerIdentity', 14, /tls: mesh/);
+    expectIssue(withLine(13, '    endpoints: [127.0.0.1:8080]', '    loadBalancer: random'), 'clusters[0].loadBalancer', 14);
+    expectIssue(withLine(13, '    endpoints: [127.0.0.1:8080]', '    retries: { attempts: -1 }'), 'clusters[0].retries.attempts', 14);
+    expectIssue(withLine(13, '    endpoints: [127.0.0.1:8080]', '    retries: { retryOn: [always] }'), 'clusters[0].retries.retryOn[0]', 14);
+    expectIssue(withLine(13, '    endpoints: [127.0.0.1:8080]', '    outlierDetection: { maxEjectionPercent: 150 }'), 'clusters[0].outlierDetection.maxEjectionPercent', 14);
+    expectIssue(withLine(13, '    endpoints: [127.0.0.1:8080]', '    tls: { servername: x, bogus: 1 }'), 'clusters[0].tls.bogus', 14, /unknown key/);
   });
 
   it('bad telemetry settings', () => {

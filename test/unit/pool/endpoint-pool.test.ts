@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it, mock } from 'node:test';
 import type { RequestContext } from '../../../src/context.js';
+import { DEFAULT_CIRCUIT_BREAKERS, DEFAULT_RETRIES } from '../../../src/config/load.js';
 import type { ClusterConfig, SocketAddress, UpstreamProtocol } from '../../../src/config/types.js';
 import { ErrorCode, SkiffError } from '../../../src/errors.js';
 import { EndpointPool } from '../../../src/pool/endpoint-pool.js';
@@ -23,6 +24,12 @@ function cluster(overrides: Partial<ClusterConfig> = {}): ClusterConfig {
     maxConnectionsPerEndpoint: 64,
     maxPendingPerEndpoint: 1024,
     tls: null,
+    meshTls: false,
+    peerIdentity: null,
+    loadBalancer: 'round-robin',
+    retries: DEFAULT_RETRIES,
+    outlierDetection: null,
+    circuitBreakers: DEFAULT_CIRCUIT_BREAKERS,
     ...overrides,
   };
 }

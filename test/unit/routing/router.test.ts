@@ -16,6 +16,7 @@ function route(cluster: string, spec: MatchSpec): RouteConfig {
     match: { authority: spec.authority ?? null, path: spec.path ?? null, prefix: spec.prefix ?? null, headers },
     cluster,
     timeoutMs: 15_000,
+    authorize: [],
   };
 }
 
