@@ -9,6 +9,7 @@ export type ErrorSource = 'upstream' | 'downstream' | 'internal';
 
 export const ErrorCode = {
   BadRequest: 'SKIFF_ERR_BAD_REQUEST',
+  Forbidden: 'SKIFF_ERR_FORBIDDEN',
   NoRoute: 'SKIFF_ERR_NO_ROUTE',
   BodyTooLarge: 'SKIFF_ERR_BODY_TOO_LARGE',
   HeadersTooLarge: 'SKIFF_ERR_HEADERS_TOO_LARGE',
@@ -63,6 +64,7 @@ export interface ErrorResponse {
 
 const STATUS_BY_CODE: Record<ErrorCode, number> = {
   SKIFF_ERR_BAD_REQUEST: 400,
+  SKIFF_ERR_FORBIDDEN: 403,
   SKIFF_ERR_NO_ROUTE: 404,
   SKIFF_ERR_METHOD_NOT_ALLOWED: 405,
   SKIFF_ERR_BODY_TOO_LARGE: 413,
@@ -108,6 +110,7 @@ export function errorResponse(err: SkiffError): ErrorResponse {
  */
 const FLAG_BY_CODE: Record<ErrorCode, string> = {
   SKIFF_ERR_BAD_REQUEST: 'DPE',
+  SKIFF_ERR_FORBIDDEN: '-',
   SKIFF_ERR_NO_ROUTE: 'NR',
   SKIFF_ERR_METHOD_NOT_ALLOWED: 'NR',
   SKIFF_ERR_BODY_TOO_LARGE: '-',

@@ -65,7 +65,7 @@ export class Runtime {
       traceStats: () => (this.telemetry.tracing === null ? null : this.telemetry.tracing.stats),
       accessLogLines: () => (this.telemetry.accessLog === null ? null : this.telemetry.accessLog.lines),
     });
-    this.telemetry = new Telemetry(metrics, tel.accessLog.enabled ? new AccessLog(tel.accessLog) : null, null);
+    this.telemetry = new Telemetry(metrics, tel.accessLog.enabled ? new AccessLog(tel.accessLog) : null, null, this.logger);
     this.engine.setObserver(this.telemetry);
   }
 

@@ -211,6 +211,9 @@ export interface ConfigSnapshot {
   readonly admin: SocketAddress | null;
   readonly identity: IdentityConfig | null;
   readonly listeners: readonly ListenerConfig[];
+  readonly listenerByName: ReadonlyMap<string, ListenerConfig>;
+  /** True when any listener or route has an `authorize` list (the engine checks only then). */
+  readonly hasAuthorization: boolean;
   readonly routeTables: ReadonlyMap<string, RouteTable>;
   readonly clusters: ReadonlyMap<string, ClusterConfig>;
   readonly limits: Limits;

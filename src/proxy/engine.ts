@@ -15,7 +15,7 @@ import { buildResponseHeaders } from '../headers.js';
 import type { EndpointPool } from '../pool/endpoint-pool.js';
 import type { UpstreamPools } from '../pool/upstream-pools.js';
 import type { UpstreamConn, UpstreamHandler } from '../pool/types.js';
-import type { ConfigSnapshot } from '../config/types.js';
+import type { ConfigSnapshot, RouteConfig } from '../config/types.js';
 
 export interface SnapshotSource {
   readonly current: ConfigSnapshot;
@@ -82,6 +82,7 @@ export class ProxyEngine implements UpstreamHandler {
       return;
     }
     ctx.route = route;
+    if (snapshot.hasAuthorization && !this.isAuthorized(ctx, snapshot, route)) return;
     const cluster = snapshot.clusters.get(route.cluster);
     if (cluster === undefined) {
       this.fail(ctx, gen, new SkiffError(ErrorCode.NoCluster, 'internal', `cluster ${route.cluster} is not defined`));
@@ -109,6 +110,23 @@ export class ProxyEngine implements UpstreamHandler {
       return;
     }
     this.acquireSlow(ctx, gen, pool, cluster.connectTimeoutMs);
+  }
+
+  /**
+   * Inbound authorization: the peer's SPIFFE ID (from its mTLS certificate) must be on the
+   * listener's `authorize` list and on the route's, where they have one. Fails the request
+   * with 403 otherwise and returns false.
+   */
+  private isAuthorized(ctx: RequestContext, snapshot: ConfigSnapshot, route: RouteConfig): boolean {
+    const listener = snapshot.listenerByName.get(ctx.listenerName);
+    const peer = ctx.peerIdentity;
+    let where: string | null = null;
+    if (listener !== undefined && listener.authorize.length > 0 && !listener.authorize.includes(peer)) where = `listener ${listener.name}`;
+    else if (route.authorize.length > 0 && !route.authorize.includes(peer)) where = 'this route';
+    if (where === null) return true;
+    const who = peer === '' ? 'a peer without a SPIFFE identity' : `peer ${peer}`;
+    this.fail(ctx, ctx.generation, new SkiffError(ErrorCode.Forbidden, 'downstream', `${who} is not allowed on ${where}`));
+    return false;
   }
 
   /**
