@@ -10,34 +10,69 @@ import { readFileSync } from 'node:fs';
 import type { ContextArena } from '../src/arena.js';
 import type { Limits, ListenerConfig } from '../src/config/types.js';
 import type { ProxyEngine } from '../src/proxy/engine.js';
+import type { IdentityLog, IdentityStore } from '../mesh/identity.js';
 import { H1ServerConn, H1ServerSettings } from './h1/server-conn.js';
+import { checkMeshPeer, meshServerOptions, watchRotation } from './tls/mesh.js';
 import { H2Listener } from './h2/server.js';
+import { H3Listener } from './h3/server.js';
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+/** Refused mesh handshakes logged per second per listener; the rest are counted in one line. */
+const REFUSALS_LOGGED_PER_SECOND = 10;
 
 export class Listener {
   readonly config: ListenerConfig;
   readonly server: net.Server;
   private readonly h1: H1ServerSettings | null;
   private readonly h2: H2Listener | null;
+  /** HTTP/3 on UDP at the same host:port (TLS listeners with `h3` in protocols). */
+  private readonly h3: H3Listener | null;
   private readonly sockets: Set<net.Socket>;
   /** Downstream connections accepted (TLS: handshake done) and closed, for /metrics. */
   connectionsOpened: number;
   connectionsClosed: number;
+  // ---- mesh TLS (`tls: mesh`) ----
+  /** Stops following identity rotations; null unless mesh. */
+  private readonly unwatchIdentity: (() => void) | null;
+  private readonly log: IdentityLog | null;
+  /** Mesh handshakes refused (untrusted or missing peer certificate). */
+  meshRefusals: number;
+  private refusalSecond: number;
+  private refusalsThisSecond: number;
 
-  constructor(engine: ProxyEngine, arena: ContextArena, config: ListenerConfig, limits: Limits) {
+  /**
+   * `identity` is required for `tls: mesh` listeners (mTLS with the identity certificate, peers
+   * from the trust bundle, the peer's SPIFFE ID on every request's context); `log` receives
+   * refused mesh handshakes.
+   */
+  constructor(engine: ProxyEngine, arena: ContextArena, config: ListenerConfig, limits: Limits, identity: IdentityStore | null = null, log: IdentityLog | null = null) {
     this.config = config;
-    // Never serve a mesh listener in cleartext: until mesh TLS is wired in, refuse to start.
-    if (config.meshTls) throw new Error(`listener ${config.name}: tls: mesh is not supported yet`);
+    // Never serve a mesh listener in cleartext or without an identity.
+    if (config.meshTls && identity === null) throw new Error(`listener ${config.name}: tls: mesh needs an identity`);
     const isTls = config.tls !== null;
     const hasH1 = config.protocols.includes('http1');
     const hasH2 = config.protocols.includes('h2') || config.protocols.includes('h2c');
-    this.h1 = hasH1 ? new H1ServerSettings(engine, arena, config, limits, isTls) : null;
-    this.h2 = hasH2 ? new H2Listener(engine, arena, config, limits, isTls) : null;
+    this.h1 = hasH1 ? new H1ServerSettings(engine, arena, config, limits, isTls || config.meshTls) : null;
+    this.h2 = hasH2 ? new H2Listener(engine, arena, config, limits, isTls || config.meshTls) : null;
+    this.h3 = isTls && config.protocols.includes('h3') ? new H3Listener(engine, arena, config, limits) : null;
     this.sockets = new Set();
     this.connectionsOpened = 0;
     this.connectionsClosed = 0;
-    if (config.tls !== null) {
+    this.unwatchIdentity = null;
+    this.log = log;
+    this.meshRefusals = 0;
+    this.refusalSecond = 0;
+    this.refusalsThisSecond = 0;
+    if (config.meshTls && identity !== null) {
+      const alpn: string[] = [];
+      if (hasH2) alpn.push('h2');
+      if (hasH1) alpn.push('http/1.1');
+      const server = tls.createServer(meshServerOptions(identity.current, alpn));
+      server.on('secureConnection', (socket: tls.TLSSocket) => this.onMeshSecure(socket));
+      server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => this.onMeshClientError(err, socket));
+      this.unwatchIdentity = watchRotation(server, identity);
+      this.server = server;
+    } else if (config.tls !== null) {
       const alpn: string[] = [];
       if (hasH2) alpn.push('h2');
       if (hasH1) alpn.push('http/1.1');
@@ -53,8 +88,29 @@ export class Listener {
     }
   }
 
-  /** Binds the socket; resolves with the bound port (useful with port 0). */
-  listen(): Promise<number> {
+  /**
+   * Binds the socket; resolves with the bound port (useful with port 0). With `h3`, also
+   * binds UDP on the same port and advertises it (`alt-svc: h3=":PORT"`) on HTTP/1.1 and
+   * HTTP/2 responses.
+   */
+  async listen(): Promise<number> {
+    const port = await this.listenTcp();
+    const h3 = this.h3;
+    if (h3 !== null && this.config.tls !== null) {
+      try {
+        await h3.listen({ host: this.config.address.host, port, certPem: readFileSync(this.config.tls.cert), keyPem: readFileSync(this.config.tls.key) });
+      } catch (err) {
+        this.server.close();
+        throw err;
+      }
+      const altSvc = `h3=":${port}"`;
+      if (this.h1 !== null) this.h1.altSvc = altSvc;
+      if (this.h2 !== null) this.h2.altSvc = altSvc;
+    }
+    return port;
+  }
+
+  private listenTcp(): Promise<number> {
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => reject(err);
       this.server.once('error', onError);
@@ -123,8 +179,52 @@ export class Listener {
     else socket.destroy();
   }
 
+  /**
+   * A mesh handshake completed: refuse a peer whose certificate is missing or does not chain
+   * to the bundle before reading a byte from it (see protocols/tls/mesh.ts for why node does
+   * not reject it itself), else hand it on with its SPIFFE ID, read once per connection.
+   */
+  private onMeshSecure(socket: tls.TLSSocket): void {
+    const peer = checkMeshPeer(socket);
+    if (peer.refusal !== null) {
+      this.meshRefusals++;
+      this.logMeshFailure(socket, peer.spiffeId, peer.refusal, 'mesh handshake refused: peer certificate not trusted');
+      socket.destroy();
+      return;
+    }
+    this.track(socket);
+    if (socket.alpnProtocol === 'h2' && this.h2 !== null) this.h2.attach(socket, peer.spiffeId);
+    else if (this.h1 !== null) new H1ServerConn(socket, this.h1, peer.spiffeId);
+    else socket.destroy();
+  }
+
+  /** The handshake failed inside TLS (e.g. the peer rejected our certificate); resets and probes stay at debug. */
+  private onMeshClientError(err: Error, socket: tls.TLSSocket): void {
+    const code = (err as NodeJS.ErrnoException).code ?? err.message;
+    if (code.startsWith('ERR_SSL')) this.logMeshFailure(socket, '', code, 'mesh handshake failed');
+    else this.log?.debug({ listener: this.config.name, remote: socket.remoteAddress ?? null, reason: code }, 'mesh handshake failed');
+    socket.destroy();
+  }
+
+  /** At most REFUSALS_LOGGED_PER_SECOND lines a second; the rest are counted in one line. */
+  private logMeshFailure(socket: tls.TLSSocket, peer: string, reason: string, msg: string): void {
+    const log = this.log;
+    if (log === null) return;
+    const second = Math.floor(performance.now() / 1000);
+    if (second !== this.refusalSecond) {
+      if (this.refusalsThisSecond > REFUSALS_LOGGED_PER_SECOND) {
+        log.warn({ listener: this.config.name, suppressed: this.refusalsThisSecond - REFUSALS_LOGGED_PER_SECOND }, 'more mesh handshakes refused than logged');
+      }
+      this.refusalSecond = second;
+      this.refusalsThisSecond = 0;
+    }
+    if (++this.refusalsThisSecond > REFUSALS_LOGGED_PER_SECOND) return;
+    log.warn({ listener: this.config.name, peer: peer === '' ? null : peer, remote: socket.remoteAddress ?? null, reason }, msg);
+  }
+
   /** Stops accepting; existing connections finish their requests (idle ones close now). */
   async close(): Promise<void> {
+    if (this.unwatchIdentity !== null) this.unwatchIdentity();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     if (this.h1 !== null) {
       // Idle HTTP/1.1 connections close now; busy ones answer with `connection: close`.
@@ -135,12 +235,15 @@ export class Listener {
       // GOAWAY to every HTTP/2 session: no new streams, in-flight ones finish.
       this.h2.server.close();
     }
+    // HTTP/3: GOAWAY to every QUIC connection, close each when its requests are done.
+    if (this.h3 !== null) await Promise.all([closed, this.h3.close()]);
     await closed;
   }
 
   /** Destroys every remaining connection (after the drain timeout). */
   destroyAll(): void {
     for (const s of this.sockets) s.destroy();
+    if (this.h3 !== null) this.h3.destroyAll();
   }
 
   get connectionCount(): number {

@@ -7,7 +7,7 @@
 import type { ContextArena } from './arena.js';
 import type { ProxyEngine } from './proxy/engine.js';
 import type { UpstreamPools } from './pool/upstream-pools.js';
-import type { ConfigSnapshot, LogLevel } from './config/types.js';
+import type { ClusterConfig, ConfigSnapshot, LogLevel } from './config/types.js';
 import type { Telemetry } from './telemetry/telemetry.js';
 import { LOG_LEVELS, isLogLevel, type Logger } from './telemetry/logger.js';
 
@@ -64,21 +64,31 @@ export function statsOf(view: AdminView): object {
 export function clustersOf(view: AdminView): object {
   const snap = view.store.current;
   const pools = view.pools.all();
+  const now = performance.now();
   return {
     clusters: [...snap.clusters.values()].map((c) => ({
       name: c.name,
       protocol: c.protocol,
+      loadBalancer: c.loadBalancer,
+      ...clusterStateOf(view, c),
       endpoints: c.endpoints.map((e) => {
         const key = e.host.includes(':') ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}`;
         const p = pools.find((x) => x.key === key && x.cluster.name === c.name);
         return {
           address: key,
-          // No active health checking yet: an endpoint is unhealthy while its connects fail.
-          health: p === undefined ? 'unknown' : p.consecutiveConnectFailures > 0 ? 'unhealthy' : 'healthy',
+          // No active health checking: an endpoint is unhealthy while its connects fail or
+          // while outlier detection has it ejected.
+          health: p === undefined ? 'unknown' : p.stats.isEjected(now) || p.consecutiveConnectFailures > 0 ? 'unhealthy' : 'healthy',
           consecutiveConnectFailures: p === undefined ? 0 : p.consecutiveConnectFailures,
-          latencyEwmaMs: p === undefined ? null : round3(p.latencyEwmaMs),
-          // Outlier detection arrives with the mesh; until then nothing is ever ejected.
-          ejected: false,
+          consecutive5xx: p === undefined ? 0 : p.stats.consecutive5xx,
+          /** Peak-EWMA latency estimate (what the p2c-ewma balancer compares). */
+          latencyEwmaMs: p === undefined || p.stats.ewmaStamp === 0 ? null : round3(p.stats.cost(now)),
+          activeRequests: p === undefined ? 0 : p.stats.activeRequests,
+          ejected: p === undefined ? false : p.stats.isEjected(now),
+          ejectedForMs: p === undefined || !p.stats.isEjected(now) ? 0 : Math.round(p.stats.ejectedUntil - now),
+          ejections: p === undefined ? 0 : p.stats.ejections,
+          requests: p === undefined ? 0 : p.stats.requests,
+          failures: p === undefined ? 0 : p.stats.failures,
           connections: p === undefined ? 0 : p.conns.length,
           activeStreams: p === undefined ? 0 : p.conns.reduce((n, x) => n + x.activeStreams, 0),
           pending: p === undefined ? 0 : p.pendingCount,
@@ -87,6 +97,19 @@ export function clustersOf(view: AdminView): object {
         };
       }),
     })),
+  };
+}
+
+function clusterStateOf(view: AdminView, c: ClusterConfig): object {
+  const st = view.pools.stateOf(c);
+  return {
+    activeRequests: st.activeRequests,
+    pendingRequests: st.pendingRequests,
+    retries: st.retries,
+    retryBudgetRemaining: st.budget.remaining(c.retries, performance.now()),
+    retriesBudgetExhausted: st.retriesBudgetExhausted,
+    circuitBreakerOverflows: st.overflows,
+    ejectionsTotal: st.ejectionsTotal,
   };
 }
 

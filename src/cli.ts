@@ -3,7 +3,8 @@
  * `skiff [--config FILE] [--check-config FILE]`. With no flags it runs the embedded default
  * (inbound 127.0.0.1:15006 with http1 and h2c to 127.0.0.1:8080, admin on 127.0.0.1:15000).
  * SIGTERM and SIGINT drain: listeners close, in-flight requests finish (up to the drain
- * timeout), then the process exits 0.
+ * timeout), then the process exits 0. With --config the file is watched and reloaded when it
+ * changes (Runtime.applySnapshot; a bad file is logged and the running config stays).
  */
 import { ConfigError, defaultSnapshot, loadConfigFile } from './config/load.js';
 import type { ConfigSnapshot } from './config/types.js';
@@ -68,7 +69,7 @@ async function main(): Promise<number> {
     process.stderr.write(`${err instanceof ConfigError ? err.message : `skiff: ${(err as Error).message}`}\n`);
     return 1;
   }
-  const runtime = new Runtime(snapshot);
+  const runtime = new Runtime(snapshot, args.config !== null ? { configPath: args.config } : {});
   try {
     await runtime.start();
   } catch (err) {

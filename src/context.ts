@@ -16,6 +16,7 @@ import { FrameQueue, type FrameSink } from './frames.js';
 import type { ClusterConfig, ConfigSnapshot, RouteConfig } from './config/types.js';
 import type { RequestTrace } from './telemetry/request-trace.js';
 import type { EndpointPool } from './pool/endpoint-pool.js';
+import type { ClusterState } from './pool/balancer.js';
 
 export type RequestProtocol = 'http1' | 'h2' | 'h3';
 
@@ -76,6 +77,14 @@ export class RequestContext {
   endpointKey: string;
   /** The endpoint's pool the request was sent to; null before one is picked. */
   endpoint: EndpointPool | null;
+  /** The cluster's shared state while this request counts against its breakers; null otherwise. */
+  clusterState: ClusterState | null;
+  /** Tries started (the first one and the retries). */
+  attempts: number;
+  /** The current try is dispatched and counted in its endpoint's active requests. */
+  isAttemptActive: boolean;
+  /** Per-try timeout or retry backoff (never both at once). */
+  tryTimer: NodeJS.Timeout | null;
   // ---- bodies ----
   requestBody: FrameQueue;
   responseBody: FrameQueue;
@@ -134,6 +143,10 @@ export class RequestContext {
     this.cluster = null;
     this.endpointKey = '';
     this.endpoint = null;
+    this.clusterState = null;
+    this.attempts = 0;
+    this.isAttemptActive = false;
+    this.tryTimer = null;
     this.requestBody = new FrameQueue(bufferBytes);
     this.responseBody = new FrameQueue(bufferBytes);
     this.downstream = null;
@@ -195,6 +208,11 @@ export class RequestContext {
     this.cluster = null;
     this.endpointKey = '';
     this.endpoint = null;
+    this.clusterState = null;
+    this.attempts = 0;
+    this.isAttemptActive = false;
+    if (this.tryTimer !== null) clearTimeout(this.tryTimer);
+    this.tryTimer = null;
     this.requestBody.recycle(bufferBytes);
     this.responseBody.recycle(bufferBytes);
     this.downstream = null;

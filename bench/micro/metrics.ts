@@ -597,6 +597,7 @@ function buildCases(): MetricsCase[] {
     listenerStats: [],
     traceStats: () => null,
     accessLogLines: () => null,
+    clusterStates: () => [],
   };
   const toContexts = (reqs: readonly FinishedRequest[]): RequestContext[] => {
     const configs = new Map<string, ClusterConfig>();

@@ -20,6 +20,7 @@ import { buildUpstreamHeaders } from '../../src/headers.js';
 import type { ConnEvents, Connector, UpstreamConn, UpstreamHandler } from '../../src/pool/types.js';
 import type { ClusterConfig, SocketAddress } from '../../src/config/types.js';
 import { dial } from './dial.js';
+import type { IdentityStore } from '../../mesh/identity.js';
 import { writeChunk, writeLastChunk } from './wire.js';
 import { uncorkAtTickEnd } from './cork.js';
 import { ChunkedDecoder, ParseError, parseResponseHead, type ChunkSink, type HeadLimits } from './parse.js';
@@ -47,8 +48,15 @@ const enum Framing {
 
 
 export class H1ClientConnector implements Connector {
+  /** This sidecar's mesh identity, for `tls: mesh` clusters (mTLS, ALPN http/1.1); null without one. */
+  private readonly identity: IdentityStore | null;
+
+  constructor(identity: IdentityStore | null = null) {
+    this.identity = identity;
+  }
+
   async connect(endpoint: SocketAddress, cluster: ClusterConfig, events: ConnEvents): Promise<UpstreamConn> {
-    const socket = await dial(endpoint, cluster, ['http/1.1']);
+    const socket = await dial(endpoint, cluster, ['http/1.1'], this.identity);
     return new H1ClientConn(addressKey(endpoint), events, socket);
   }
 }

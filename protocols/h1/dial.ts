@@ -5,18 +5,25 @@ import { readFileSync } from 'node:fs';
 import { addressKey } from '../../src/address.js';
 import { ErrorCode, SkiffError } from '../../src/errors.js';
 import type { ClusterConfig, SocketAddress } from '../../src/config/types.js';
+import type { IdentityStore } from '../../mesh/identity.js';
+import { meshClientOptions } from '../tls/mesh.js';
 
 
-/** Dials one TCP (or TLS) connection, failing after the cluster's connect timeout. */
-export function dial(ep: SocketAddress, cluster: ClusterConfig, alpn: string[]): Promise<net.Socket> {
-  if (cluster.meshTls) {
-    // Never dial a mesh peer in cleartext: until mesh TLS is wired in, fail the connect.
-    return Promise.reject(new SkiffError(ErrorCode.UpstreamConnect, 'upstream', `cluster ${cluster.name}: tls: mesh is not supported yet`, true));
+/**
+ * Dials one TCP (or TLS) connection, failing after the cluster's connect timeout. Mesh clusters
+ * (`tls: mesh`) dial mTLS with `identity`'s current material and check the server's SPIFFE ID
+ * (protocols/tls/mesh.ts); never in cleartext: without an identity the connect fails.
+ */
+export function dial(ep: SocketAddress, cluster: ClusterConfig, alpn: string[], identity: IdentityStore | null = null): Promise<net.Socket> {
+  if (cluster.meshTls && identity === null) {
+    return Promise.reject(new SkiffError(ErrorCode.UpstreamConnect, 'upstream', `cluster ${cluster.name}: tls: mesh needs an identity`, false));
   }
   return new Promise((resolve, reject) => {
     let socket: net.Socket;
     const t = cluster.tls;
-    if (t !== null) {
+    if (cluster.meshTls && identity !== null) {
+      socket = tls.connect({ host: ep.host, port: ep.port, ...meshClientOptions(identity.current, cluster, alpn) });
+    } else if (t !== null) {
       socket = tls.connect({
         host: ep.host,
         port: ep.port,
@@ -28,7 +35,7 @@ export function dial(ep: SocketAddress, cluster: ClusterConfig, alpn: string[]):
     } else {
       socket = net.connect({ host: ep.host, port: ep.port, noDelay: true });
     }
-    const readyEvent = t !== null ? 'secureConnect' : 'connect';
+    const readyEvent = t !== null || cluster.meshTls ? 'secureConnect' : 'connect';
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new SkiffError(ErrorCode.ConnectTimeout, 'upstream', `connect to ${addressKey(ep)} timed out after ${cluster.connectTimeoutMs} ms`, true));

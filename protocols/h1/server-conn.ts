@@ -65,6 +65,8 @@ export class H1ServerSettings {
   readonly headersTimeoutMs: number;
   readonly keepAliveTimeoutMs: number;
   readonly headLimits: HeadLimits;
+  /** `alt-svc` value added to every response ('' for none): the listener's HTTP/3 port. */
+  altSvc: string;
   /** Every open connection, for drain, shutdown and the timeout sweep. */
   readonly conns: Set<H1ServerConn>;
   isDraining: boolean;
@@ -85,6 +87,7 @@ export class H1ServerSettings {
     this.headersTimeoutMs = limits.headersTimeoutMs;
     this.keepAliveTimeoutMs = limits.keepAliveTimeoutMs;
     this.headLimits = { maxFields: MAX_FIELDS };
+    this.altSvc = '';
     this.conns = new Set();
     this.isDraining = false;
     this.sweepTimer = null;
@@ -142,8 +145,10 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
   deadline: number;
   /** Idle on keep-alive: no byte of the next head has arrived yet. */
   private isBetweenRequests: boolean;
+  /** The peer's SPIFFE ID from its verified mTLS certificate ('' when none), read once per connection. */
+  readonly peerIdentity: string;
 
-  constructor(socket: Socket, settings: H1ServerSettings) {
+  constructor(socket: Socket, settings: H1ServerSettings, peerIdentity = '') {
     this.socket = socket;
     this.settings = settings;
     this.state = ReadState.Head;
@@ -162,6 +167,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     this.isPausedByQueue = false;
     this.deadline = performance.now() + settings.headersTimeoutMs;
     this.isBetweenRequests = false;
+    this.peerIdentity = peerIdentity;
     (socket as TaggedSocket)[kConn] = this;
     settings.add(this);
     socket.setNoDelay(true);
@@ -282,6 +288,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     }
     ctx.rawHeaders = head.rawHeaders;
     ctx.remoteAddress = this.socket.remoteAddress ?? '';
+    ctx.peerIdentity = this.peerIdentity;
     ctx.listenerName = s.config.name;
     ctx.routeTable = s.config.routes;
     ctx.startTime = performance.now();
@@ -414,6 +421,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     if (this.state === ReadState.Body) this.isCloseAfter = true;
     if (this.isCloseAfter) out += 'connection: close\r\n';
     else if (head.version === 10) out += 'connection: keep-alive\r\n';
+    if (this.settings.altSvc !== '') out += 'alt-svc: ' + this.settings.altSvc + '\r\n';
     out += '\r\n';
     this.cork();
     this.socket.write(out, 'latin1');
@@ -430,7 +438,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     const payload = head.method === 'HEAD' ? '' : body;
     this.cork();
     this.socket.write(
-      `${statusLine(status)}content-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-skiff-error: ${code}\r\n${this.isCloseAfter ? 'connection: close\r\n' : ''}\r\n${payload}`,
+      `${statusLine(status)}content-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-skiff-error: ${code}\r\n${this.isCloseAfter ? 'connection: close\r\n' : ''}${this.settings.altSvc !== '' ? `alt-svc: ${this.settings.altSvc}\r\n` : ''}\r\n${payload}`,
       'latin1',
     );
     this.finishResponse();

@@ -20,6 +20,9 @@ import { flatToHeaderObject, headerObjectToFlat } from './header-object.js';
 
 const kExchange = Symbol('skiff.h2.exchange');
 type TaggedStream = http2.ServerHttp2Stream & { [kExchange]: H2Exchange | null };
+/** The peer's SPIFFE ID (mTLS), set on the socket by `attach` and copied to its session once. */
+const kPeerIdentity = Symbol('skiff.h2.peerIdentity');
+type PeerTagged = { [kPeerIdentity]?: string };
 
 const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
 /** Receive window of a whole downstream HTTP/2 connection. */
@@ -33,8 +36,10 @@ export class H2Exchange implements DownstreamWriter, FrameSource {
   trailers: http2.OutgoingHttpHeaders | null;
   isEnded: boolean;
   isRequestDone: boolean;
+  /** `alt-svc` value for the response ('' for none), from the listener. */
+  readonly altSvc: string;
 
-  constructor(engine: ProxyEngine, ctx: RequestContext, stream: http2.ServerHttp2Stream) {
+  constructor(engine: ProxyEngine, ctx: RequestContext, stream: http2.ServerHttp2Stream, altSvc: string) {
     this.ctx = ctx;
     this.gen = ctx.generation;
     this.engine = engine;
@@ -42,6 +47,7 @@ export class H2Exchange implements DownstreamWriter, FrameSource {
     this.trailers = null;
     this.isEnded = false;
     this.isRequestDone = false;
+    this.altSvc = altSvc;
   }
 
   writeHead(status: number, rawHeaders: readonly string[], isEndStream: boolean): void {
@@ -49,6 +55,7 @@ export class H2Exchange implements DownstreamWriter, FrameSource {
     if (s.destroyed || s.closed) return;
     const headers = flatToHeaderObject(rawHeaders);
     headers[':status'] = status;
+    if (this.altSvc !== '') headers['alt-svc'] = this.altSvc;
     if (isEndStream) {
       // One HEADERS frame with END_STREAM: gRPC's trailers-only responses depend on it.
       // Regression: test/e2e/grpc.test.ts (unary error status and trailer metadata).
@@ -72,6 +79,7 @@ export class H2Exchange implements DownstreamWriter, FrameSource {
       'content-type': 'text/plain; charset=utf-8',
       'content-length': Buffer.byteLength(body),
       'x-skiff-error': code,
+      ...(this.altSvc !== '' ? { 'alt-svc': this.altSvc } : {}),
     });
     s.end(body);
   }
@@ -167,9 +175,12 @@ export class H2Listener {
   readonly config: ListenerConfig;
   private readonly scheme: string;
   private readonly maxHeaderBytes: number;
+  /** `alt-svc` value added to every response ('' for none): the listener's HTTP/3 port. */
+  altSvc: string;
 
   constructor(engine: ProxyEngine, arena: ContextArena, config: ListenerConfig, limits: Limits, isTls: boolean) {
     this.maxHeaderBytes = limits.maxHeaderBytes;
+    this.altSvc = '';
     this.engine = engine;
     this.arena = arena;
     this.config = config;
@@ -186,6 +197,7 @@ export class H2Listener {
       this.onStream(stream, headers, rawHeaders));
     this.server.on('sessionError', () => { /* the session is destroyed; its streams close */ });
     this.server.on('session', (session: http2.ServerHttp2Session) => {
+      (session as PeerTagged)[kPeerIdentity] = (session.socket as PeerTagged)[kPeerIdentity] ?? '';
       session.on('error', () => { /* handled by stream/session close */ });
       // Uploads from many streams share the connection window; 65,535 bytes would throttle
       // them all. Each stream keeps its own window (streamBufferBytes).
@@ -193,7 +205,9 @@ export class H2Listener {
     });
   }
 
-  attach(socket: Socket): void {
+  /** Hands a connection to node:http2; `peerIdentity` is the peer's verified SPIFFE ID ('' when none). */
+  attach(socket: Socket, peerIdentity = ''): void {
+    if (peerIdentity !== '') (socket as PeerTagged)[kPeerIdentity] = peerIdentity;
     this.server.emit('connection', socket);
   }
 
@@ -206,6 +220,7 @@ export class H2Listener {
     ctx.authority = headerString(headers[':authority'], headerString(headers.host, ''));
     ctx.rawHeaders = rawHeaders;
     ctx.remoteAddress = stream.session?.socket?.remoteAddress ?? '';
+    ctx.peerIdentity = (stream.session as PeerTagged | undefined)?.[kPeerIdentity] ?? '';
     ctx.listenerName = this.config.name;
     ctx.routeTable = this.config.routes;
     ctx.startTime = performance.now();
@@ -215,7 +230,7 @@ export class H2Listener {
     ctx.contentLength = typeof cl === 'string' ? Number(cl) : -1;
     ctx.hasRequestBody = !stream.endAfterHeaders;
 
-    const ex = new H2Exchange(this.engine, ctx, stream);
+    const ex = new H2Exchange(this.engine, ctx, stream, this.altSvc);
     ctx.downstream = ex;
     const t = stream as TaggedStream;
     t[kExchange] = ex;

@@ -19,6 +19,7 @@ import { buildUpstreamHeaders, getHeader } from '../../src/headers.js';
 import type { ConnEvents, Connector, UpstreamConn, UpstreamHandler } from '../../src/pool/types.js';
 import type { ClusterConfig, SocketAddress } from '../../src/config/types.js';
 import { dial } from '../h1/dial.js';
+import type { IdentityStore } from '../../mesh/identity.js';
 import { flatToHeaderObject, headerObjectToFlat } from './header-object.js';
 
 const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_NO_ERROR, NGHTTP2_FLAG_END_STREAM } = http2.constants;
@@ -31,13 +32,21 @@ const CONNECTION_WINDOW = 16 * 1024 * 1024;
 
 
 export class H2Connector implements Connector {
+  /** This sidecar's mesh identity, for `tls: mesh` clusters (mTLS, ALPN h2); null without one. */
+  private readonly identity: IdentityStore | null;
+
+  constructor(identity: IdentityStore | null = null) {
+    this.identity = identity;
+  }
+
   async connect(endpoint: SocketAddress, cluster: ClusterConfig, events: ConnEvents): Promise<UpstreamConn> {
-    const socket = await dial(endpoint, cluster, ['h2']);
-    if (cluster.tls !== null && (socket as net.Socket & { alpnProtocol?: string | false }).alpnProtocol !== 'h2') {
+    const socket = await dial(endpoint, cluster, ['h2'], this.identity);
+    const isTls = cluster.tls !== null || cluster.meshTls;
+    if (isTls && (socket as net.Socket & { alpnProtocol?: string | false }).alpnProtocol !== 'h2') {
       socket.destroy();
       throw new SkiffError(ErrorCode.UpstreamConnect, 'upstream', `${addressKey(endpoint)} did not negotiate h2 via ALPN`, true);
     }
-    const scheme = cluster.tls !== null ? 'https' : 'http';
+    const scheme = isTls ? 'https' : 'http';
     const session = http2.connect(`${scheme}://${addressKey(endpoint)}`, {
       createConnection: () => socket,
       settings: { enablePush: false, initialWindowSize: 1024 * 1024 },

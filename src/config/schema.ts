@@ -200,8 +200,8 @@ const endpointAddress = z.string().transform((s, ctx) => fromParsed(parseAddress
 const name = z.string().min(1, 'must not be empty');
 const nonEmptyPath = z.string().min(1, 'must not be empty');
 
-export const listenerProtocol = z.enum(['http1', 'h2c', 'h2']);
-export const upstreamProtocol = z.enum(['http1', 'h2c', 'h2']);
+export const listenerProtocol = z.enum(['http1', 'h2c', 'h2', 'h3']);
+export const upstreamProtocol = z.enum(['http1', 'h2c', 'h2', 'h3']);
 
 const adminSchema = z.strictObject({
   address: listenAddress,
@@ -251,16 +251,18 @@ function hasListProperty(v: unknown, key: string): boolean {
   return typeof v === 'object' && v !== null && Array.isArray((v as Record<string, unknown>)[key]);
 }
 
-/** Protocols non-empty and unique; h2 only with tls; h2c only without. Elements may be unvalidated. */
+/** Protocols non-empty and unique; h2 and h3 only with tls; h2c only without. Elements may be unvalidated. */
 function checkListenerProtocols(protocols: readonly unknown[], hasTls: boolean, ctx: z.RefinementCtx): void {
   if (protocols.length === 0) {
-    ctx.addIssue({ code: 'custom', path: ['protocols'], message: 'must list at least one protocol (http1, h2c, h2)' });
+    ctx.addIssue({ code: 'custom', path: ['protocols'], message: 'must list at least one protocol (http1, h2c, h2, h3)' });
   }
   protocols.forEach((p, i) => {
     if (protocols.indexOf(p) !== i) {
       ctx.addIssue({ code: 'custom', path: ['protocols', i], message: `duplicate protocol "${String(p)}"` });
     } else if (p === 'h2' && !hasTls) {
       ctx.addIssue({ code: 'custom', path: ['protocols', i], message: 'h2 needs tls (add a tls block, or use h2c for cleartext HTTP/2)' });
+    } else if (p === 'h3' && !hasTls) {
+      ctx.addIssue({ code: 'custom', path: ['protocols', i], message: 'h3 needs tls (HTTP/3 runs over QUIC, which is always encrypted)' });
     } else if (p === 'h2c' && hasTls) {
       ctx.addIssue({ code: 'custom', path: ['protocols', i], message: 'h2c is cleartext and cannot be used on a listener with tls (use h2)' });
     }

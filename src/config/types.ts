@@ -6,8 +6,8 @@
  */
 import type { RouteTable } from '../routing/router.js';
 
-export type ListenerProtocol = 'http1' | 'h2c' | 'h2';
-export type UpstreamProtocol = 'http1' | 'h2c' | 'h2';
+export type ListenerProtocol = 'http1' | 'h2c' | 'h2' | 'h3';
+export type UpstreamProtocol = 'http1' | 'h2c' | 'h2' | 'h3';
 
 export interface SocketAddress {
   readonly host: string;
@@ -39,7 +39,7 @@ export interface ListenerConfig {
   readonly name: string;
   readonly direction: ListenerDirection;
   readonly address: SocketAddress;
-  /** http1 and h2c are cleartext on one port; http1 and h2 are TLS with ALPN. */
+  /** http1 and h2c are cleartext on one port; http1 and h2 are TLS with ALPN; h3 (TLS only) is UDP on the same port. */
   readonly protocols: readonly ListenerProtocol[];
   readonly tls: TlsFiles | null;
   /**

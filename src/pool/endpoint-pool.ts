@@ -12,6 +12,7 @@
 import { addressKey } from '../address.js';
 import { ErrorCode, SkiffError } from '../errors.js';
 import type { ClusterConfig, SocketAddress } from '../config/types.js';
+import { ClusterState, EndpointStats } from './balancer.js';
 import type { ConnEvents, Connector, UpstreamConn } from './types.js';
 
 interface Waiter {
@@ -32,6 +33,9 @@ export class EndpointPool implements ConnEvents {
   private readonly waiters: Waiter[];
   private sweepTimer: NodeJS.Timeout | null;
   isClosed: boolean;
+  /** Removed by a config reload: takes no new requests, closes once idle (`drain()`). */
+  isDraining: boolean;
+  private drainTimer: NodeJS.Timeout | null;
   // counters for tests, metrics and the bench
   hits: number;
   slowAcquires: number;
@@ -39,13 +43,12 @@ export class EndpointPool implements ConnEvents {
   connectFailures: number;
   /** Connect failures since the last successful connect (0: the endpoint looks healthy). */
   consecutiveConnectFailures: number;
-  /**
-   * Exponentially weighted moving average of the time to the response head, ms (0 before the
-   * first response). An estimate for /clusters; the mesh balancer keeps its own peak-EWMA.
-   */
-  latencyEwmaMs: number;
+  /** Balancer and outlier-detection state (src/pool/balancer.ts). */
+  readonly stats: EndpointStats;
+  /** The cluster's shared state (circuit breakers, retry budget); set by UpstreamPools. */
+  clusterState: ClusterState;
 
-  constructor(endpoint: SocketAddress, cluster: ClusterConfig, connector: Connector) {
+  constructor(endpoint: SocketAddress, cluster: ClusterConfig, connector: Connector, clusterState: ClusterState | null = null) {
     this.key = addressKey(endpoint);
     this.endpoint = endpoint;
     this.cluster = cluster;
@@ -55,17 +58,15 @@ export class EndpointPool implements ConnEvents {
     this.waiters = [];
     this.sweepTimer = null;
     this.isClosed = false;
+    this.isDraining = false;
+    this.drainTimer = null;
     this.hits = 0;
     this.slowAcquires = 0;
     this.connectsStarted = 0;
     this.connectFailures = 0;
     this.consecutiveConnectFailures = 0;
-    this.latencyEwmaMs = 0;
-  }
-
-  /** Folds one response-head latency into the estimate (weight 0.1 per response). */
-  recordLatency(ms: number): void {
-    this.latencyEwmaMs = this.latencyEwmaMs === 0 ? ms : this.latencyEwmaMs + 0.1 * (ms - this.latencyEwmaMs);
+    this.stats = new EndpointStats();
+    this.clusterState = clusterState ?? new ClusterState(cluster.name);
   }
 
   /** A connection with a free stream slot, already counted; undefined when none. */
@@ -86,7 +87,7 @@ export class EndpointPool implements ConnEvents {
   /** The cold path: connect (or wait for a slot) until `deadlineMs` from now. */
   acquireSlow(deadlineMs: number): Promise<UpstreamConn> {
     this.slowAcquires++;
-    if (this.isClosed) return Promise.reject(new SkiffError(ErrorCode.NoEndpoint, 'internal', 'endpoint removed', true));
+    if (this.isClosed || this.isDraining) return Promise.reject(new SkiffError(ErrorCode.NoEndpoint, 'internal', 'endpoint removed', true));
     const hit = this.tryAcquire();
     if (hit !== undefined) return Promise.resolve(hit);
     if (this.waiters.length >= this.cluster.maxPendingPerEndpoint) {
@@ -112,6 +113,11 @@ export class EndpointPool implements ConnEvents {
     if (this.isClosed) return;
     if (this.waiters.length <= this.connecting * this.expectedStreamsPerConn()) return;
     if (this.conns.length + this.connecting >= this.cluster.maxConnectionsPerEndpoint) return;
+    // Circuit breaker: connections across the whole cluster.
+    if (this.clusterState.connectionCount() >= this.cluster.circuitBreakers.maxConnections) {
+      this.clusterState.overflows.maxConnections++;
+      return;
+    }
     this.connecting++;
     this.connectsStarted++;
     this.connector.connect(this.endpoint, this.cluster, this).then(
@@ -137,6 +143,7 @@ export class EndpointPool implements ConnEvents {
     this.ensureSweep();
     this.serveWaiters();
     this.maybeConnect();
+    if (this.isDraining) this.closeIfDrained();
   }
 
   private onConnectFailed(err: unknown): void {
@@ -159,6 +166,7 @@ export class EndpointPool implements ConnEvents {
         w.reject(e);
       }
     }
+    if (this.isDraining) this.closeIfDrained();
   }
 
   private serveWaiters(): void {
@@ -189,6 +197,7 @@ export class EndpointPool implements ConnEvents {
     conn.activeStreams--;
     if (conn.activeStreams === 0) conn.idleSince = performance.now();
     if (this.waiters.length > 0 && !conn.isClosed) this.serveWaiters();
+    if (this.isDraining) this.closeIfDrained();
   }
 
   onConnClosed(conn: UpstreamConn): void {
@@ -196,6 +205,7 @@ export class EndpointPool implements ConnEvents {
     const i = this.conns.indexOf(conn);
     if (i >= 0) this.conns.splice(i, 1);
     if (this.waiters.length > 0) this.maybeConnect();
+    if (this.isDraining) this.closeIfDrained();
   }
 
   onCapacity(conn: UpstreamConn): void {
@@ -230,9 +240,33 @@ export class EndpointPool implements ConnEvents {
     return this.waiters.length;
   }
 
+  /**
+   * The endpoint left the config (or its cluster's transport changed): no new requests, but
+   * requests holding or waiting for a connection finish; the pool closes once nothing is in
+   * flight, or after `maxMs` (> 0) at the latest. Rejected alternative: `close()` at once,
+   * which resets in-flight requests on every reload that drops an endpoint.
+   */
+  drain(maxMs: number): void {
+    if (this.isClosed || this.isDraining) return;
+    this.isDraining = true;
+    if (maxMs > 0) {
+      this.drainTimer = setTimeout(() => this.close(), maxMs);
+      this.drainTimer.unref();
+    }
+    this.closeIfDrained();
+  }
+
+  private closeIfDrained(): void {
+    if (this.isClosed || this.waiters.length > 0 || this.connecting > 0) return;
+    for (const c of this.conns) if (!c.isClosed && c.activeStreams > 0) return;
+    this.close();
+  }
+
   /** Closes every connection and fails every waiter (endpoint removed or shutdown). */
   close(): void {
     this.isClosed = true;
+    if (this.drainTimer !== null) clearTimeout(this.drainTimer);
+    this.drainTimer = null;
     if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
     this.sweepTimer = null;
     const err = new SkiffError(ErrorCode.NoEndpoint, 'internal', `endpoint ${this.key} removed`, true);

@@ -69,4 +69,6 @@ export interface ConnectorSet {
   readonly http1: Connector;
   readonly h2c: Connector;
   readonly h2: Connector;
+  /** HTTP/3 over QUIC (always TLS). */
+  readonly h3: Connector;
 }

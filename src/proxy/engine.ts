@@ -15,7 +15,8 @@ import { buildResponseHeaders } from '../headers.js';
 import type { EndpointPool } from '../pool/endpoint-pool.js';
 import type { UpstreamPools } from '../pool/upstream-pools.js';
 import type { UpstreamConn, UpstreamHandler } from '../pool/types.js';
-import type { ConfigSnapshot, RouteConfig } from '../config/types.js';
+import type { ClusterConfig, ConfigSnapshot, RouteConfig } from '../config/types.js';
+import { recordOutcome, type RetryReason } from '../pool/balancer.js';
 
 export interface SnapshotSource {
   readonly current: ConfigSnapshot;
@@ -96,17 +97,39 @@ export class ProxyEngine implements UpstreamHandler {
       }
       ctx.requestBody.maxTotalBytes = cluster.maxBodyBytes;
     }
+    // Circuit breaker: requests in flight per cluster.
+    const state = this.pools.stateOf(cluster);
+    if (state.activeRequests >= cluster.circuitBreakers.maxRequests) {
+      state.overflows.maxRequests++;
+      this.fail(ctx, gen, new SkiffError(ErrorCode.Overloaded, 'internal', `cluster ${cluster.name} has ${state.activeRequests} requests in flight (circuitBreakers.maxRequests)`, true));
+      return;
+    }
+    state.activeRequests++;
+    ctx.clusterState = state;
+    state.budget.onRequest(performance.now());
     if (route.timeoutMs > 0) ctx.timer = setTimeout(onRouteTimeout, route.timeoutMs, this, ctx, gen);
-    const pool = this.pools.pick(cluster);
+    this.startAttempt(ctx, gen, cluster, null);
+  }
+
+  /** One try: pick an endpoint (avoiding the previous one), then a connection. */
+  private startAttempt(ctx: RequestContext, gen: number, cluster: ClusterConfig, avoid: EndpointPool | null): void {
+    const pool = this.pools.pick(cluster, avoid);
     if (pool === undefined) {
       this.fail(ctx, gen, new SkiffError(ErrorCode.NoEndpoint, 'internal', `cluster ${cluster.name} has no endpoints`, true));
       return;
     }
     ctx.endpointKey = pool.key;
     ctx.endpoint = pool;
+    ctx.attempts++;
     const conn = pool.tryAcquire();
     if (conn !== undefined) {
       this.dispatch(ctx, gen, conn);
+      return;
+    }
+    const state = pool.clusterState;
+    if (state.pendingRequests >= cluster.circuitBreakers.maxPendingRequests) {
+      state.overflows.maxPendingRequests++;
+      this.fail(ctx, gen, new SkiffError(ErrorCode.Overloaded, 'internal', `cluster ${cluster.name} has ${state.pendingRequests} requests waiting for a connection (circuitBreakers.maxPendingRequests)`, true));
       return;
     }
     this.acquireSlow(ctx, gen, pool, cluster.connectTimeoutMs);
@@ -143,26 +166,143 @@ export class ProxyEngine implements UpstreamHandler {
   }
 
   private acquireSlow(ctx: RequestContext, gen: number, pool: EndpointPool, deadlineMs: number): void {
+    const state = pool.clusterState;
+    state.pendingRequests++;
+    const started = performance.now();
     pool.acquireSlow(deadlineMs).then(
       (conn) => {
+        state.pendingRequests--;
         if (!ctx.isLive(gen) || ctx.error !== null || ctx.isFinished) {
           pool.onStreamDone(conn); // nobody wants it any more: give the slot back
           return;
         }
         this.dispatch(ctx, gen, conn);
       },
-      (err: unknown) => this.fail(ctx, gen, toSkiffError(err, ErrorCode.UpstreamConnect, 'upstream')),
+      (reason: unknown) => {
+        state.pendingRequests--;
+        const err = toSkiffError(reason, ErrorCode.UpstreamConnect, 'upstream');
+        if (!ctx.isLive(gen)) return;
+        const cluster = ctx.cluster;
+        if (cluster !== null && (err.code === ErrorCode.UpstreamConnect || err.code === ErrorCode.ConnectTimeout)) {
+          const now = performance.now();
+          recordOutcome(pool.stats, state, state.pools, cluster, now - started, 'connect-failure', now);
+        }
+        this.retryOrFail(ctx, gen, err);
+      },
     );
   }
 
   private dispatch(ctx: RequestContext, gen: number, conn: UpstreamConn): void {
     ctx.upstreamStartTime = performance.now();
+    ctx.upstreamHeadTime = 0;
+    const pool = ctx.endpoint;
+    if (pool !== null) pool.stats.activeRequests++;
+    ctx.isAttemptActive = true;
+    const cluster = ctx.cluster;
+    if (cluster !== null && cluster.retries.perTryTimeoutMs > 0) {
+      ctx.tryTimer = setTimeout(onTryTimeout, cluster.retries.perTryTimeoutMs, this, ctx, gen);
+    }
     if (this.observer !== null) this.observer.onUpstreamStart(ctx);
     try {
       conn.dispatch(ctx, gen, this);
     } catch (err) {
       this.fail(ctx, gen, toSkiffError(err, ErrorCode.Internal, 'internal'));
     }
+  }
+
+  /** The current try is over: its endpoint has one request less in flight. */
+  private finishAttempt(ctx: RequestContext): void {
+    if (!ctx.isAttemptActive) return;
+    ctx.isAttemptActive = false;
+    if (ctx.endpoint !== null) ctx.endpoint.stats.activeRequests--;
+    if (ctx.tryTimer !== null) {
+      clearTimeout(ctx.tryTimer);
+      ctx.tryTimer = null;
+    }
+  }
+
+  /** Feeds the balancer and outlier detection with the outcome of the current try. */
+  private recordTry(ctx: RequestContext, kind: 'ok' | '5xx' | 'throttled' | 'connect-failure' | 'reset'): void {
+    const pool = ctx.endpoint;
+    const cluster = ctx.cluster;
+    if (pool === null || cluster === null) return;
+    const now = performance.now();
+    recordOutcome(pool.stats, pool.clusterState, pool.clusterState.pools, cluster, now - ctx.upstreamStartTime, kind, now);
+  }
+
+  /**
+   * Whether the failed try may be retried: retries left, the condition listed in the
+   * cluster's `retryOn`, an idempotent method unless the request provably never reached the
+   * upstream application, nothing sent downstream yet, a request body that can be replayed
+   * (none, or none of it handed to the failed try), and the cluster's retry budget.
+   */
+  private canRetry(ctx: RequestContext, reason: RetryReason): boolean {
+    const cluster = ctx.cluster;
+    const state = ctx.clusterState;
+    if (cluster === null || state === null) return false;
+    const policy = cluster.retries;
+    if (ctx.attempts > policy.attempts) return false;
+    if (ctx.isResponseStarted || ctx.isFinished || ctx.error !== null) return false;
+    const on = policy.retryOn;
+    const isListed = reason === '503' ? on.includes('503') || on.includes('gateway-error') : on.includes(reason);
+    if (!isListed) return false;
+    if (reason !== 'connect-failure' && reason !== 'refused-stream' && !isIdempotent(ctx.method)) return false;
+    if (ctx.hasRequestBody) {
+      const q = ctx.requestBody;
+      if (!q.isOpen || q.sink !== null || q.totalBytes !== q.bufferedBytes) return false;
+    }
+    if (!state.budget.tryAcquire(policy, performance.now())) {
+      state.retriesBudgetExhausted++;
+      return false;
+    }
+    state.retries[reason]++;
+    return true;
+  }
+
+  /** Retries after a jittered exponential backoff, or fails the request. */
+  private retryOrFail(ctx: RequestContext, gen: number, err: SkiffError): void {
+    if (!ctx.isLive(gen) || ctx.isFinished) return;
+    const reason = retryReasonOf(err);
+    if (reason === null || !this.canRetry(ctx, reason)) {
+      this.fail(ctx, gen, err);
+      return;
+    }
+    this.scheduleRetry(ctx, gen);
+  }
+
+  private scheduleRetry(ctx: RequestContext, gen: number): void {
+    const policy = (ctx.cluster as ClusterConfig).retries;
+    const cap = Math.min(policy.backoffMaxMs, policy.backoffBaseMs * 2 ** Math.max(0, ctx.attempts - 1));
+    ctx.tryTimer = setTimeout(onRetryTimer, Math.random() * cap, this, ctx, gen);
+  }
+
+  /** Backoff over: the next try. */
+  onRetry(ctx: RequestContext, gen: number): void {
+    if (!ctx.isLive(gen)) return;
+    ctx.tryTimer = null;
+    if (ctx.isFinished || ctx.error !== null || ctx.cluster === null) return;
+    this.startAttempt(ctx, gen, ctx.cluster, ctx.endpoint);
+  }
+
+  /** Per-try timeout: the try is cancelled and retried (as a gateway error) or the request fails with 504. */
+  onTryTimeout(ctx: RequestContext, gen: number): void {
+    if (!ctx.isLive(gen)) return;
+    ctx.tryTimer = null;
+    if (ctx.isFinished || ctx.isResponseStarted || !ctx.isAttemptActive) return;
+    const ms = ctx.cluster === null ? 0 : ctx.cluster.retries.perTryTimeoutMs;
+    const err = new SkiffError(ErrorCode.Timeout, 'upstream', `upstream try did not answer within ${ms} ms`);
+    this.abandonTry(ctx, err, '5xx');
+    this.retryOrFail(ctx, gen, err);
+  }
+
+  /** Cancels the current try without ending the request (a retry may follow). */
+  private abandonTry(ctx: RequestContext, err: SkiffError, kind: '5xx' | 'reset' | null): void {
+    const handle = ctx.upstreamHandle;
+    ctx.upstreamHandle = null;
+    if (kind !== null) this.recordTry(ctx, kind);
+    if (handle !== null) handle.cancel(err);
+    this.finishAttempt(ctx);
+    if (this.observer !== null) this.observer.onUpstreamEnd(ctx, err);
   }
 
   // ---- UpstreamHandler ----
@@ -172,7 +312,21 @@ export class ProxyEngine implements UpstreamHandler {
     const downstream = ctx.downstream;
     if (ctx.error !== null || ctx.isFinished || downstream === null) return;
     ctx.upstreamHeadTime = performance.now();
-    if (ctx.endpoint !== null) ctx.endpoint.recordLatency(ctx.upstreamHeadTime - ctx.upstreamStartTime);
+    if (status >= 502 && status <= 504) {
+      const reason: RetryReason = status === 503 ? '503' : 'gateway-error';
+      if (this.canRetry(ctx, reason)) {
+        // Not forwarded: this try is cancelled (its body discarded) and another one follows.
+        this.abandonTry(ctx, new SkiffError(ErrorCode.UpstreamProtocol, 'upstream', `upstream answered ${status}; retrying`), '5xx');
+        this.scheduleRetry(ctx, gen);
+        return;
+      }
+    }
+    this.recordTry(ctx, status >= 500 ? '5xx' : status === 429 ? 'throttled' : 'ok');
+    if (ctx.tryTimer !== null) {
+      // The per-try timeout covers the wait for the head; the body streams under the route timeout.
+      clearTimeout(ctx.tryTimer);
+      ctx.tryTimer = null;
+    }
     buildResponseHeaders(rawHeaders, ctx.responseHeaders);
     ctx.isResponseStarted = true;
     ctx.responseStatus = status;
@@ -184,6 +338,7 @@ export class ProxyEngine implements UpstreamHandler {
     ctx.check(gen);
     ctx.isUpstreamDone = true;
     ctx.upstreamHandle = null;
+    this.finishAttempt(ctx);
     if (this.observer !== null) this.observer.onUpstreamEnd(ctx, null);
     // The upstream answered before reading the whole request body: discard the rest, so the
     // downstream source is drained (not left paused) and its hold can go.
@@ -193,9 +348,20 @@ export class ProxyEngine implements UpstreamHandler {
 
   onUpstreamError(ctx: RequestContext, gen: number, err: SkiffError): void {
     if (!ctx.isLive(gen)) return;
-    ctx.isUpstreamDone = true;
     ctx.upstreamHandle = null;
+    if (ctx.isAttemptActive && !(ctx.upstreamHeadTime > 0 && ctx.upstreamHeadTime >= ctx.upstreamStartTime)) {
+      this.recordTry(ctx, err.code === ErrorCode.UpstreamConnect ? 'connect-failure' : 'reset');
+    }
+    this.finishAttempt(ctx);
     if (this.observer !== null) this.observer.onUpstreamEnd(ctx, err);
+    if (!ctx.isResponseStarted && !ctx.isFinished && ctx.error === null) {
+      const reason = retryReasonOf(err);
+      if (reason !== null && this.canRetry(ctx, reason)) {
+        this.scheduleRetry(ctx, gen);
+        return;
+      }
+    }
+    ctx.isUpstreamDone = true;
     this.fail(ctx, gen, err);
   }
 
@@ -212,6 +378,10 @@ export class ProxyEngine implements UpstreamHandler {
     if (ctx.timer !== null) {
       clearTimeout(ctx.timer);
       ctx.timer = null;
+    }
+    if (ctx.tryTimer !== null) {
+      clearTimeout(ctx.tryTimer);
+      ctx.tryTimer = null;
     }
     if (isAborted && !ctx.isUpstreamDone) {
       const err = new SkiffError(ErrorCode.DownstreamReset, 'downstream', 'client closed the stream');
@@ -239,6 +409,10 @@ export class ProxyEngine implements UpstreamHandler {
       clearTimeout(ctx.timer);
       ctx.timer = null;
     }
+    if (ctx.tryTimer !== null) {
+      clearTimeout(ctx.tryTimer);
+      ctx.tryTimer = null;
+    }
     this.cancelUpstream(ctx, err);
     ctx.requestBody.reset(err);
     const downstream = ctx.downstream;
@@ -262,6 +436,7 @@ export class ProxyEngine implements UpstreamHandler {
       handle.cancel(err);
       if (this.observer !== null) this.observer.onUpstreamEnd(ctx, err);
     }
+    this.finishAttempt(ctx);
   }
 
   /** Releases the response hold once both halves are over; telemetry reads, then releases. */
@@ -269,6 +444,10 @@ export class ProxyEngine implements UpstreamHandler {
     if (!ctx.isFinished || !ctx.isUpstreamDone) return;
     if ((ctx.holds & Hold.Response) === 0) return;
     this.inFlight--;
+    if (ctx.clusterState !== null) {
+      ctx.clusterState.activeRequests--;
+      ctx.clusterState = null;
+    }
     if (this.observer !== null) this.observer.onRequestDone(ctx);
     ctx.release(Hold.Telemetry);
     ctx.release(Hold.Response);
@@ -296,4 +475,44 @@ function nextRequestId(): string {
 
 function onRouteTimeout(engine: ProxyEngine, ctx: RequestContext, gen: number): void {
   engine.onTimeout(ctx, gen);
+}
+
+function onTryTimeout(engine: ProxyEngine, ctx: RequestContext, gen: number): void {
+  engine.onTryTimeout(ctx, gen);
+}
+
+function onRetryTimer(engine: ProxyEngine, ctx: RequestContext, gen: number): void {
+  engine.onRetry(ctx, gen);
+}
+
+/** RFC 9110 §9.2.2 idempotent methods: a retry cannot do harm the first try did not. */
+function isIdempotent(method: string): boolean {
+  switch (method) {
+    case 'GET':
+    case 'HEAD':
+    case 'OPTIONS':
+    case 'TRACE':
+    case 'PUT':
+    case 'DELETE':
+      return true;
+    default:
+      return false;
+  }
+}
+
+/** Which retry condition an upstream error is; null when none applies. */
+function retryReasonOf(err: SkiffError): RetryReason | null {
+  switch (err.code) {
+    case ErrorCode.UpstreamConnect:
+    case ErrorCode.ConnectTimeout:
+    case ErrorCode.NoEndpoint:
+      return 'connect-failure';
+    case ErrorCode.UpstreamReset:
+    case ErrorCode.UpstreamProtocol:
+      return err.isRetrySafe ? 'refused-stream' : 'reset';
+    case ErrorCode.Timeout:
+      return 'gateway-error';
+    default:
+      return null;
+  }
 }

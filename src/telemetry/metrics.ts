@@ -20,6 +20,7 @@ import type { ListenerDirection } from '../config/types.js';
 import { responseFlagOf } from '../errors.js';
 import { getHeader } from '../headers.js';
 import { frameTotals } from '../frames.js';
+import type { ClusterState, EndpointStats } from '../pool/balancer.js';
 
 /** What the collectors read on scrape (the runtime satisfies it). */
 export interface MetricsSource {
@@ -34,8 +35,11 @@ export interface MetricsSource {
       readonly pendingCount: number;
       readonly connectsStarted: number;
       readonly connectFailures: number;
+      readonly stats: EndpointStats;
     }[];
   };
+  /** Per cluster: its shared state and the retries its budget still allows. */
+  clusterStates(): readonly { readonly state: ClusterState; readonly budgetRemaining: number }[];
   readonly listenerStats: readonly {
     readonly config: { readonly name: string; readonly direction: ListenerDirection };
     readonly connectionsOpened: number;
@@ -339,6 +343,93 @@ function registerInternals(registry: Registry, workload: string, src: MetricsSou
     collect() {
       this.reset();
       for (const p of src.pools.all()) this.inc({ cluster: p.cluster.name, endpoint: p.key }, p.connectFailures);
+    },
+  });
+  // ---- resilience: retries, budget, circuit breakers, outlier detection, balancer state ----
+  new Counter({
+    name: 'skiff_upstream_retries_total',
+    help: 'Retries made, by cluster and condition.',
+    labelNames: ['cluster', 'reason'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const { state } of src.clusterStates()) {
+        for (const [reason, n] of Object.entries(state.retries)) this.inc({ cluster: state.name, reason }, n);
+      }
+    },
+  });
+  new Counter({
+    name: 'skiff_retry_budget_exhausted_total',
+    help: 'Retries not made because the cluster retry budget was spent.',
+    labelNames: ['cluster'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const { state } of src.clusterStates()) this.inc({ cluster: state.name }, state.retriesBudgetExhausted);
+    },
+  });
+  new Gauge({
+    name: 'skiff_retry_budget_remaining',
+    help: 'Retries the cluster retry budget still allows in its 10 s window.',
+    labelNames: ['cluster'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const { state, budgetRemaining } of src.clusterStates()) this.set({ cluster: state.name }, budgetRemaining);
+    },
+  });
+  new Counter({
+    name: 'skiff_circuit_breaker_overflows_total',
+    help: 'Requests or connections refused by a cluster circuit breaker, by limit.',
+    labelNames: ['cluster', 'limit'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const { state } of src.clusterStates()) {
+        for (const [limit, n] of Object.entries(state.overflows)) this.inc({ cluster: state.name, limit }, n);
+      }
+    },
+  });
+  new Counter({
+    name: 'skiff_outlier_ejections_total',
+    help: 'Endpoint ejections by outlier detection.',
+    labelNames: ['cluster'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const { state } of src.clusterStates()) this.inc({ cluster: state.name }, state.ejectionsTotal);
+    },
+  });
+  new Gauge({
+    name: 'skiff_endpoint_ejected',
+    help: '1 while outlier detection has the endpoint ejected.',
+    labelNames: poolLabels,
+    registers,
+    collect() {
+      this.reset();
+      const now = performance.now();
+      for (const p of src.pools.all()) this.set({ cluster: p.cluster.name, endpoint: p.key }, p.stats.isEjected(now) ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'skiff_endpoint_latency_ewma_milliseconds',
+    help: 'Peak-EWMA latency estimate per endpoint (what the p2c-ewma balancer compares).',
+    labelNames: poolLabels,
+    registers,
+    collect() {
+      this.reset();
+      const now = performance.now();
+      for (const p of src.pools.all()) this.set({ cluster: p.cluster.name, endpoint: p.key }, p.stats.cost(now));
+    },
+  });
+  new Gauge({
+    name: 'skiff_endpoint_active_requests',
+    help: 'Requests in flight per endpoint.',
+    labelNames: poolLabels,
+    registers,
+    collect() {
+      this.reset();
+      for (const p of src.pools.all()) this.set({ cluster: p.cluster.name, endpoint: p.key }, p.stats.activeRequests);
     },
   });
   const tcpLabels = ['reporter', 'listener', 'source_workload', 'destination_workload'] as const;

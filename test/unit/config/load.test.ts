@@ -418,6 +418,29 @@ describe('parseConfig: each bad input names its key path and line', () => {
     );
   });
 
+  it('h3 on a listener needs tls; with tls it parses', () => {
+    expectIssue(withLine(4, '    protocols: [http1, h3]'), 'listeners[0].protocols[1]', 4, /h3 needs tls/);
+    const s = parse(withLine(4, '    protocols: [http1, h2, h3]', '    tls: { cert: /abs/c.pem, key: /abs/k.pem }'));
+    assert.deepEqual(s.listeners[0].protocols, ['http1', 'h2', 'h3']);
+  });
+
+  it('an h3 cluster parses with or without a tls block', () => {
+    const s = parse(
+      yaml(
+        ...MINIMAL,
+        '  - name: quic',
+        '    protocol: h3',
+        '    endpoints: [127.0.0.1:9443]',
+        '  - name: quic-ca',
+        '    protocol: h3',
+        '    endpoints: [127.0.0.1:9444]',
+        '    tls: { ca: /abs/ca.pem, servername: app.internal }',
+      ),
+    );
+    assert.equal(s.clusters.get('quic')?.protocol, 'h3');
+    assert.deepEqual(s.clusters.get('quic-ca')?.tls, { ca: '/abs/ca.pem', servername: 'app.internal', insecureSkipVerify: false });
+  });
+
   it('h2 without tls is reported in the same pass as other errors of the listener', () => {
     const issues = issuesOf(withLine(3, '    address: nowhere', '    protocols: [h2]').replace('    protocols: [http1, h2c]\n', ''));
     assert.deepEqual(

@@ -1,0 +1,968 @@
+/**
+ * HTTP/3 listener adapter: QUIC connections from Skiff's driver (protocols/quic) -> one H3
+ * session each -> one RequestContext per request stream, answered through the stream itself
+ * (H3ServerStream is the DownstreamWriter and the request body's FrameSource).
+ *
+ * Also home of the pieces the upstream side (upstream.ts) shares: `StreamOut` (ordered writes
+ * onto one QUIC stream; what quiche does not accept waits here until onStreamWritable) and
+ * `H3Session` (control stream with SETTINGS out, the peer's control and QPACK streams in,
+ * connection errors).
+ *
+ * Mapping onto the frame model (DESIGN invariant 2):
+ * - request body: DATA payloads are views of the driver's owned read chunks (the endpoint
+ *   runs with `ownedStreamData: true`), pushed into `ctx.requestBody` without copying; the
+ *   queue's pause/resume map to `pauseStream/resumeStream`, which stop reading the stream out
+ *   of quiche, so the stream's flow-control window holds the client back;
+ * - response body: DATA frames written with `streamWrite`; a short write keeps the rest in the
+ *   stream's StreamOut and returns false to the queue (sink paused) until onStreamWritable.
+ *
+ * `ctx.rawHeaders` is the decoded field list with the pseudo-header fields first, as the
+ * HTTP/2 adapter does with node's raw list: the engine's header builders skip pseudo-headers.
+ *
+ * Errors: frame/QPACK errors the codecs report as connection errors close the connection
+ * with that code; stream errors stop the stream (STOP_SENDING / RESET_STREAM with the code),
+ * preceded by a 431 (field section over `limits.maxHeaderBytes`) or 400 (malformed request)
+ * when no response has started, through the engine's `reject()`.
+ */
+import { X509Certificate } from 'node:crypto';
+import type { ContextArena } from '../../src/arena.js';
+import { Hold, type DownstreamWriter, type RequestContext } from '../../src/context.js';
+import { ErrorCode, SkiffError } from '../../src/errors.js';
+import type { FrameSource } from '../../src/frames.js';
+import type { ProxyEngine } from '../../src/proxy/engine.js';
+import type { Limits, ListenerConfig } from '../../src/config/types.js';
+import {
+  QuicEndpoint,
+  createServerConfig,
+  type QuicConnection,
+  type QuicConnectionHandler,
+  type QuicError,
+} from '../quic/index.js';
+import {
+  ControlStreamReader,
+  CriticalStreams,
+  H3Settings,
+  STREAM_TYPE_CONTROL,
+  UniStreamHeaderReader,
+  UniStreamKind,
+  createSettingsFrameFor,
+  type ControlStreamHandler,
+} from './control.js';
+import {
+  H3Error,
+  H3_CLOSED_CRITICAL_STREAM,
+  H3_ID_ERROR,
+  H3_INTERNAL_ERROR,
+  H3_NO_ERROR,
+  H3_REQUEST_CANCELLED,
+  H3_REQUEST_REJECTED,
+  H3_STREAM_CREATION_ERROR,
+  createGoawayFrame,
+  createStreamTypeHeader,
+  writeDataHeader,
+} from './frames.js';
+import { MessageKind, MessageReader, type MessageHandler } from './message.js';
+import { QpackDecoder } from './qpack/decoder.js';
+import { QpackDecoderStreamReader, QpackEncoder } from './qpack/encoder.js';
+
+/** A zero-length buffer (FIN without data). */
+export const EMPTY_BUFFER = Buffer.alloc(0);
+const EMPTY = EMPTY_BUFFER;
+/** Bodies up to this size go out as one write (DATA header + payload copied together). */
+const COALESCE_LIMIT = 16 * 1024;
+/** Largest DATA frame header: type (1 byte) + a varint length (up to 8). */
+const DATA_HEADER_MAX = 9;
+
+/** Ensures `data` is a Buffer (FrameReader payloads are views of the fed Buffer already). */
+export function asBuffer(data: Uint8Array): Buffer {
+  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+}
+
+/**
+ * Lower-cases field names for HTTP/3 (RFC 9114 §4.2); HTTP/1.1 upstreams keep their case.
+ * Appends to `out` from index `n`; returns the new length. Pseudo-header fields are skipped.
+ */
+export function appendLowerFields(raw: readonly string[], out: string[], n: number): number {
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i];
+    if (name.charCodeAt(0) === 58) continue;
+    out[n++] = hasUpper(name) ? name.toLowerCase() : name;
+    out[n++] = raw[i + 1];
+  }
+  return n;
+}
+
+function hasUpper(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 65 && c <= 90) return true;
+  }
+  return false;
+}
+
+/**
+ * The send side of one QUIC stream: writes in order, with what quiche did not accept kept
+ * until `flush()` (called on onStreamWritable). FIN goes with the last byte. Buffers passed
+ * as owned are kept by reference; others (encoder views, scratch) are copied when kept.
+ */
+export class StreamOut {
+  readonly conn: QuicConnection;
+  readonly id: number;
+  private pending: Buffer[];
+  pendingBytes: number;
+  /** FIN waits behind pending bytes. */
+  isFinPending: boolean;
+  /** FIN was accepted by quiche, or the stream failed / was reset: nothing more goes out. */
+  isClosed: boolean;
+  /** The stream could not be written (-1 from the driver: stopped, reset, connection gone). */
+  isFailed: boolean;
+
+  constructor(conn: QuicConnection, id: number) {
+    this.conn = conn;
+    this.id = id;
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.isFinPending = false;
+    this.isClosed = false;
+    this.isFailed = false;
+  }
+
+  /** Queues or writes `buf`; returns true when nothing waits (quiche took everything so far). */
+  write(buf: Buffer, isOwned: boolean, fin: boolean): boolean {
+    if (this.isClosed) return true;
+    if (this.pendingBytes === 0 && !this.isFinPending) {
+      const n = this.conn.streamWrite(this.id, buf, fin);
+      if (n < 0) {
+        this.fail();
+        return true;
+      }
+      if (n === buf.length) {
+        if (fin) this.isClosed = true;
+        return true;
+      }
+      this.keep(n === 0 ? buf : buf.subarray(n), isOwned);
+    } else {
+      this.keep(buf, isOwned);
+    }
+    if (fin) this.isFinPending = true;
+    return false;
+  }
+
+  /** Writes what waits; returns true when everything (and a pending FIN) went out. */
+  flush(): boolean {
+    if (this.isClosed) return true;
+    const list = this.pending;
+    let i = 0;
+    for (; i < list.length; i++) {
+      const buf = list[i];
+      const isLast = i === list.length - 1;
+      const fin = isLast && this.isFinPending;
+      const n = this.conn.streamWrite(this.id, buf, fin);
+      if (n < 0) {
+        this.fail();
+        return true;
+      }
+      this.pendingBytes -= n;
+      if (n < buf.length) {
+        list[i] = buf.subarray(n);
+        break;
+      }
+      if (fin) this.isClosed = true;
+    }
+    if (i > 0) list.splice(0, i);
+    if (list.length === 0 && this.isFinPending && !this.isClosed) {
+      const n = this.conn.streamWrite(this.id, EMPTY, true);
+      if (n < 0) this.fail();
+      else this.isClosed = true;
+    }
+    return list.length === 0 && (this.isClosed || !this.isFinPending);
+  }
+
+  /** Resets the stream (RESET_STREAM with `code`) unless it already ended. */
+  reset(code: number): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    this.drop();
+    this.conn.streamShutdown(this.id, 'write', code);
+  }
+
+  private keep(buf: Buffer, isOwned: boolean): void {
+    this.pending.push(isOwned ? buf : Buffer.from(buf));
+    this.pendingBytes += buf.length;
+  }
+
+  private fail(): void {
+    this.isFailed = true;
+    this.isClosed = true;
+    this.drop();
+  }
+
+  private drop(): void {
+    this.pending.length = 0;
+    this.pendingBytes = 0;
+    this.isFinPending = false;
+  }
+}
+
+/**
+ * Writes one DATA frame carrying `chunk` (a body chunk the producer handed over by reference).
+ * Small chunks are coalesced with the frame header into `scratch` (one binding call); large
+ * ones go as header + chunk (no copy of the body). Returns StreamOut.write's answer.
+ */
+export function writeDataFrame(out: StreamOut, scratch: Buffer, chunk: Buffer, fin: boolean): boolean {
+  if (chunk.length <= COALESCE_LIMIT && scratch.length >= chunk.length + DATA_HEADER_MAX) {
+    const h = writeDataHeader(scratch, 0, chunk.length);
+    chunk.copy(scratch, h);
+    return out.write(scratch.subarray(0, h + chunk.length), false, fin);
+  }
+  const h = writeDataHeader(scratch, 0, chunk.length);
+  out.write(scratch.subarray(0, h), false, false);
+  return out.write(chunk, true, fin);
+}
+
+/** A peer-initiated unidirectional stream (control, QPACK encoder/decoder, or unknown). */
+class PeerUniStream {
+  readonly header: UniStreamHeaderReader;
+  kind: UniStreamKind;
+  control: ControlStreamReader | null;
+  decoderStream: QpackDecoderStreamReader | null;
+  constructor(isServer: boolean) {
+    this.header = new UniStreamHeaderReader(isServer);
+    this.kind = UniStreamKind.Pending;
+    this.control = null;
+    this.decoderStream = null;
+  }
+}
+
+/**
+ * One HTTP/3 connection, either side: our control stream (SETTINGS, later GOAWAY), the
+ * peer's control and QPACK streams, connection errors. Request streams are the subclass's.
+ */
+export abstract class H3Session implements QuicConnectionHandler, ControlStreamHandler {
+  readonly quic: QuicConnection;
+  readonly isServer: boolean;
+  readonly decoder: QpackDecoder;
+  readonly encoder: QpackEncoder;
+  readonly settings: H3Settings;
+  /** Reused scratch: DATA frame headers and coalesced small bodies. */
+  readonly scratch: Buffer;
+  /** Reused field list for heads we encode. */
+  readonly fields: string[];
+  peerSettings: H3Settings | null;
+  /** Our control stream; -1 before start(). */
+  controlId: number;
+  controlOut: StreamOut | null;
+  private readonly uni: Map<number, PeerUniStream>;
+  private readonly critical: CriticalStreams;
+  isConnectionClosed: boolean;
+
+  constructor(quic: QuicConnection, isServer: boolean, maxFieldSectionSize: number) {
+    this.quic = quic;
+    this.isServer = isServer;
+    this.decoder = new QpackDecoder({ maxTableCapacity: 0, maxFieldSectionSize });
+    this.encoder = new QpackEncoder();
+    this.settings = new H3Settings();
+    this.settings.maxFieldSectionSize = maxFieldSectionSize;
+    this.scratch = Buffer.allocUnsafe(COALESCE_LIMIT + DATA_HEADER_MAX);
+    this.fields = [];
+    this.peerSettings = null;
+    this.controlId = -1;
+    this.controlOut = null;
+    this.uni = new Map();
+    this.critical = new CriticalStreams();
+    this.isConnectionClosed = false;
+  }
+
+  /**
+   * Opens our control stream with SETTINGS. No QPACK encoder or decoder stream: with a
+   * dynamic table capacity of 0 both ways neither would carry anything (RFC 9204 §4.2 MAY).
+   */
+  startControl(): void {
+    const id = this.quic.openUni();
+    if (id < 0) {
+      this.connectionError(new H3Error(H3_STREAM_CREATION_ERROR, 'peer allows no unidirectional stream for our control stream'));
+      return;
+    }
+    this.controlId = id;
+    this.controlOut = new StreamOut(this.quic, id);
+    const type = createStreamTypeHeader(STREAM_TYPE_CONTROL);
+    const settings = createSettingsFrameFor(this.settings, 0x1f * ((Math.random() * 1000) | 0) + 0x21);
+    this.controlOut.write(Buffer.concat([type, settings]), true, false);
+  }
+
+  /** Sends GOAWAY on our control stream. */
+  sendGoaway(id: number): void {
+    if (this.controlOut !== null) this.controlOut.write(createGoawayFrame(id), true, false);
+  }
+
+  /** Closes the connection with an HTTP/3 error code (CONNECTION_CLOSE, application). */
+  connectionError(err: H3Error): void {
+    this.quic.close(err.code, err.message.slice(0, 100));
+  }
+
+  // ---- QuicConnectionHandler ----
+
+  onEstablished(_conn: QuicConnection): void {
+    this.startControl();
+  }
+
+  onStreamData(_conn: QuicConnection, id: number, data: Buffer, fin: boolean): void {
+    if ((id & 2) !== 0) this.onUniData(id, data, fin);
+    else this.onRequestData(id, data, fin);
+  }
+
+  onStreamReset(_conn: QuicConnection, id: number, code: number): void {
+    if ((id & 2) !== 0) {
+      const s = this.uni.get(id);
+      this.uni.delete(id);
+      if (s !== undefined && isCritical(s.kind)) this.connectionError(CriticalStreams.closed(s.kind));
+      return;
+    }
+    this.onRequestReset(id, code);
+  }
+
+  onStreamStopSending(_conn: QuicConnection, id: number, code: number): void {
+    if (id === this.controlId) {
+      this.connectionError(new H3Error(H3_CLOSED_CRITICAL_STREAM, 'peer stopped our control stream'));
+      return;
+    }
+    this.onRequestStopSending(id, code);
+  }
+
+  onStreamWritable(_conn: QuicConnection, id: number): void {
+    if (id === this.controlId) {
+      if (this.controlOut !== null) this.controlOut.flush();
+      return;
+    }
+    this.onRequestWritable(id);
+  }
+
+  onClosed(_conn: QuicConnection, error: QuicError | null): void {
+    this.isConnectionClosed = true;
+    this.uni.clear();
+    this.onConnectionClosed(error);
+  }
+
+  // ---- ControlStreamHandler ----
+
+  onSettings(settings: H3Settings): void {
+    this.peerSettings = settings;
+  }
+
+  onGoaway(id: number): void {
+    this.onPeerGoaway(id);
+  }
+
+  onMaxPushId(_pushId: number): void {
+    // No server push: nothing to do with the client's push credit.
+  }
+
+  // ---- peer unidirectional streams ----
+
+  private onUniData(id: number, data: Buffer, fin: boolean): void {
+    let s = this.uni.get(id);
+    if (s === undefined) {
+      s = new PeerUniStream(this.isServer);
+      this.uni.set(id, s);
+    }
+    let rest: Buffer = data;
+    if (s.kind === UniStreamKind.Pending) {
+      const kind = s.header.feed(data);
+      if (kind === UniStreamKind.Pending) {
+        if (fin) this.uni.delete(id);
+        return;
+      }
+      rest = data.subarray(s.header.offset);
+      if (kind === UniStreamKind.Error) {
+        this.connectionError(s.header.error ?? new H3Error(H3_STREAM_CREATION_ERROR, 'bad stream'));
+        return;
+      }
+      if (kind === UniStreamKind.Unknown || kind === UniStreamKind.Push) {
+        // Unknown types (grease) are discarded (RFC 9114 §6.2). A push stream: we never sent
+        // MAX_PUSH_ID, so any push ID is out of range (§4.6).
+        this.uni.delete(id);
+        if (kind === UniStreamKind.Push) this.connectionError(new H3Error(H3_ID_ERROR, 'push stream, but no MAX_PUSH_ID was sent'));
+        else this.quic.streamShutdown(id, 'read', H3_STREAM_CREATION_ERROR);
+        return;
+      }
+      const dup = this.critical.register(kind);
+      if (dup !== null) {
+        this.connectionError(dup);
+        return;
+      }
+      s.kind = kind;
+      if (kind === UniStreamKind.Control) s.control = new ControlStreamReader(this, this.isServer);
+      else if (kind === UniStreamKind.QpackDecoder) s.decoderStream = new QpackDecoderStreamReader();
+    }
+    let err: H3Error | null = null;
+    if (rest.length > 0) {
+      if (s.control !== null) err = s.control.push(rest);
+      else if (s.decoderStream !== null) err = s.decoderStream.feed(rest);
+      else err = this.decoder.feedEncoderStream(rest);
+    }
+    if (err === null && fin) err = s.control !== null ? s.control.end() : CriticalStreams.closed(s.kind);
+    if (err !== null) this.connectionError(err);
+  }
+
+  // ---- request streams (the subclass) ----
+
+  protected abstract onRequestData(id: number, data: Buffer, fin: boolean): void;
+  protected abstract onRequestReset(id: number, code: number): void;
+  protected abstract onRequestStopSending(id: number, code: number): void;
+  protected abstract onRequestWritable(id: number): void;
+  protected abstract onPeerGoaway(id: number): void;
+  protected abstract onConnectionClosed(error: QuicError | null): void;
+}
+
+function isCritical(kind: UniStreamKind): boolean {
+  return kind === UniStreamKind.Control || kind === UniStreamKind.QpackEncoder || kind === UniStreamKind.QpackDecoder;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server side
+
+/** One request stream: the message reader, the context, the response writer. */
+export class H3ServerStream implements DownstreamWriter, FrameSource {
+  readonly session: H3ServerSession;
+  readonly id: number;
+  readonly reader: MessageReader;
+  readonly out: StreamOut;
+  ctx: RequestContext | null;
+  gen: number;
+  trailers: readonly string[] | null;
+  /** engine.handle() (or reject()) was called. */
+  isStarted: boolean;
+  isHeadSent: boolean;
+  /** The request's receive side is over (FIN, reset, or we stopped reading). */
+  isRecvDone: boolean;
+  /** The response side is over (FIN accepted, or reset); the engine was told. */
+  isSendDone: boolean;
+
+  constructor(session: H3ServerSession, id: number) {
+    this.session = session;
+    this.id = id;
+    this.reader = new MessageReader(new RequestSide(this), session.decoder, id, {
+      kind: MessageKind.Request,
+      maxFramePayload: Math.max(64 * 1024, session.listener.maxHeaderBytes * 2),
+    });
+    this.out = new StreamOut(session.quic, id);
+    this.ctx = null;
+    this.gen = -1;
+    this.trailers = null;
+    this.isStarted = false;
+    this.isHeadSent = false;
+    this.isRecvDone = false;
+    this.isSendDone = false;
+  }
+
+  /** Stream bytes from the driver. */
+  onWire(data: Buffer, fin: boolean): void {
+    if (this.isRecvDone) return;
+    if (data.length > 0) this.reader.push(data);
+    if (fin && !this.reader.isClosed) this.reader.end();
+    const ctx = this.ctx;
+    if (ctx !== null && !this.isStarted && ctx.isLive(this.gen)) this.start(ctx);
+  }
+
+  private start(ctx: RequestContext): void {
+    this.isStarted = true;
+    ctx.hasRequestBody = !(this.isRecvDone && ctx.requestBody.totalBytes === 0);
+    if (!this.isRecvDone) ctx.requestBody.source = this;
+    this.session.listener.engine.handle(ctx);
+  }
+
+  // ---- MessageHandler (request side) ----
+
+  onHeaders(fields: string[], isTrailers: boolean): void {
+    if (isTrailers) {
+      const ctx = this.ctx;
+      if (ctx !== null && ctx.isLive(this.gen)) ctx.requestBody.pushTrailers(fields);
+      return;
+    }
+    const info = this.reader.info;
+    const ctx = this.acquire();
+    ctx.method = info.method;
+    ctx.path = info.path;
+    ctx.authority = info.authority !== '' ? info.authority : info.host;
+    ctx.rawHeaders = fields;
+    ctx.contentLength = info.contentLength;
+    for (let i = 0; i < fields.length; i += 2) {
+      if (fields[i] === 'x-request-id') {
+        ctx.requestId = fields[i + 1];
+        break;
+      }
+    }
+  }
+
+  // The MessageReader's callbacks arrive through RequestSide (below): MessageHandler's
+  // onData/onEnd would collide with the FrameSink methods of the same names.
+
+  onRequestBodyData(chunk: Uint8Array): void {
+    const ctx = this.ctx;
+    if (ctx === null || !ctx.isLive(this.gen)) return;
+    const q = ctx.requestBody;
+    if (!q.isOpen) {
+      // The request body is no longer wanted (the upstream answered, or the request failed):
+      // stop the client sending it (RFC 9114 §4.1, H3_NO_ERROR after a complete response).
+      this.stopReading(H3_NO_ERROR);
+      return;
+    }
+    q.push(asBuffer(chunk));
+  }
+
+  onRequestEnd(): void {
+    const ctx = this.ctx;
+    this.isRecvDone = true;
+    if (ctx !== null && ctx.isLive(this.gen)) {
+      ctx.requestBody.end();
+      ctx.release(Hold.RequestBody);
+    }
+    this.maybeForget();
+  }
+
+  onRequestError(err: H3Error): void {
+    if (err.isConnectionError) {
+      this.session.connectionError(err);
+      return;
+    }
+    // A stream error: stop reading with its code; answer 431/400 if nothing went out yet.
+    const wasRecvDone = this.isRecvDone;
+    this.isRecvDone = true;
+    if (!wasRecvDone) this.session.quic.streamShutdown(this.id, 'read', err.code);
+    const skiffErr = err.isHeadersTooLarge
+      ? new SkiffError(ErrorCode.HeadersTooLarge, 'downstream', 'request head is too large')
+      : new SkiffError(ErrorCode.BadRequest, 'downstream', `malformed HTTP/3 request: ${err.message}`);
+    let ctx = this.ctx;
+    if (ctx === null) ctx = this.acquire();
+    if (!ctx.isLive(this.gen)) return;
+    if (ctx.requestBody.isOpen) ctx.requestBody.reset(skiffErr);
+    if (!wasRecvDone) ctx.release(Hold.RequestBody);
+    const engine = this.session.listener.engine;
+    if (!this.isStarted) {
+      this.isStarted = true;
+      engine.reject(ctx, skiffErr);
+    } else {
+      engine.fail(ctx, this.gen, skiffErr);
+    }
+  }
+
+  private acquire(): RequestContext {
+    const listener = this.session.listener;
+    const ctx = listener.arena.acquire();
+    this.ctx = ctx;
+    this.gen = ctx.generation;
+    ctx.protocol = 'h3';
+    ctx.scheme = 'https';
+    ctx.remoteAddress = this.session.quic.remoteHost;
+    ctx.listenerName = listener.config.name;
+    ctx.routeTable = listener.config.routes;
+    ctx.startTime = performance.now();
+    ctx.peerIdentity = this.session.peerIdentity;
+    ctx.downstream = this;
+    return ctx;
+  }
+
+  // ---- DownstreamWriter ----
+
+  writeHead(status: number, rawHeaders: readonly string[], isEndStream: boolean): void {
+    if (this.isHeadSent || this.out.isClosed) return;
+    this.isHeadSent = true;
+    const fields = this.session.fields;
+    fields[0] = ':status';
+    fields[1] = statusText(status);
+    const n = appendLowerFields(rawHeaders, fields, 2);
+    fields.length = n;
+    const frame = this.session.encoder.encodeHeadersFrameView(fields);
+    fields.length = 0;
+    this.out.write(frame, false, isEndStream);
+    if (isEndStream) this.checkSent();
+  }
+
+  writeError(status: number, code: string, body: string): void {
+    if (this.isHeadSent || this.out.isClosed) {
+      this.abort(null);
+      return;
+    }
+    this.isHeadSent = true;
+    const payload = Buffer.from(body, 'utf8');
+    const ctx = this.ctx;
+    const isHead = ctx !== null && ctx.method === 'HEAD';
+    const fields = this.session.fields;
+    fields.push(':status', statusText(status), 'content-type', 'text/plain; charset=utf-8', 'content-length', String(payload.length), 'x-skiff-error', code);
+    const frame = this.session.encoder.encodeHeadersFrameView(fields);
+    fields.length = 0;
+    if (isHead || payload.length === 0) {
+      this.out.write(frame, false, true);
+    } else {
+      this.out.write(frame, false, false);
+      writeDataFrame(this.out, this.session.scratch, payload, true);
+    }
+    this.checkSent();
+  }
+
+  abort(_err: SkiffError | null): void {
+    this.out.reset(H3_INTERNAL_ERROR);
+    if (!this.isRecvDone) this.stopReading(H3_REQUEST_CANCELLED);
+    this.sendDone(true);
+  }
+
+  // ---- FrameSink (response body) ----
+
+  onData(chunk: Buffer): boolean {
+    if (this.out.isClosed) return true;
+    return writeDataFrame(this.out, this.session.scratch, chunk, false);
+  }
+
+  onTrailers(raw: readonly string[]): void {
+    this.trailers = raw;
+  }
+
+  onEnd(): void {
+    if (this.out.isClosed || this.out.isFinPending) {
+      this.checkSent();
+      return;
+    }
+    const trailers = this.trailers;
+    if (trailers !== null && trailers.length > 0) {
+      const fields = this.session.fields;
+      fields.length = appendLowerFields(trailers, fields, 0);
+      const frame = this.session.encoder.encodeHeadersFrameView(fields);
+      fields.length = 0;
+      this.out.write(frame, false, true);
+    } else {
+      this.out.write(EMPTY, true, true);
+    }
+    this.checkSent();
+  }
+
+  onReset(err: SkiffError): void {
+    this.abort(err);
+  }
+
+  // ---- FrameSource (request body) ----
+
+  pauseSource(): void {
+    this.session.quic.pauseStream(this.id);
+  }
+
+  resumeSource(): void {
+    this.session.quic.resumeStream(this.id);
+  }
+
+  // ---- driver events ----
+
+  onWritable(): void {
+    const drained = this.out.flush();
+    if (this.out.isClosed) {
+      this.checkSent();
+      return;
+    }
+    const ctx = this.ctx;
+    if (drained && ctx !== null && ctx.isLive(this.gen)) ctx.responseBody.resumeSink();
+  }
+
+  /** The client reset its sending side (RESET_STREAM), or stopped our response (STOP_SENDING). */
+  onPeerAbort(isStopSending: boolean): void {
+    const ctx = this.ctx;
+    if (isStopSending) this.out.reset(H3_REQUEST_CANCELLED);
+    if (!this.isRecvDone) {
+      this.isRecvDone = true;
+      this.reader.abort();
+      if (isStopSending) this.session.quic.streamShutdown(this.id, 'read', H3_REQUEST_CANCELLED);
+      if (ctx !== null && ctx.isLive(this.gen)) {
+        if (ctx.requestBody.isOpen) ctx.requestBody.reset(CLIENT_RESET);
+        ctx.release(Hold.RequestBody);
+      }
+    }
+    if (ctx === null) {
+      // Reset before a request head: nothing started. Close our (unused) send side so quiche
+      // can collect the stream.
+      this.out.reset(H3_REQUEST_CANCELLED);
+      this.isSendDone = true;
+      this.maybeForget();
+      return;
+    }
+    // RESET_STREAM after a complete request only ends the client's side (RFC 9114 §4.1.1);
+    // before it, the request is abandoned and so is the response.
+    if (!isStopSending && this.isHeadSent && this.out.isClosed) {
+      this.maybeForget();
+      return;
+    }
+    this.out.reset(H3_REQUEST_CANCELLED);
+    this.sendDone(true);
+  }
+
+  /** The connection is gone: end everything this stream still holds. */
+  onConnectionGone(): void {
+    const ctx = this.ctx;
+    if (!this.isRecvDone) {
+      this.isRecvDone = true;
+      this.reader.abort();
+      if (ctx !== null && ctx.isLive(this.gen)) {
+        if (ctx.requestBody.isOpen) ctx.requestBody.reset(CLIENT_RESET);
+        ctx.release(Hold.RequestBody);
+      }
+    }
+    this.out.isClosed = true;
+    this.sendDone(true);
+  }
+
+  // ---- bookkeeping ----
+
+  private stopReading(code: number): void {
+    if (this.isRecvDone) return;
+    this.isRecvDone = true;
+    this.reader.abort();
+    this.session.quic.streamShutdown(this.id, 'read', code);
+    const ctx = this.ctx;
+    if (ctx !== null && ctx.isLive(this.gen)) ctx.release(Hold.RequestBody);
+    this.maybeForget();
+  }
+
+  /** The response's FIN went out (or the stream failed): tell the engine once. */
+  private checkSent(): void {
+    if (!this.out.isClosed || this.isSendDone) return;
+    this.sendDone(this.out.isFailed);
+  }
+
+  private sendDone(isAborted: boolean): void {
+    if (this.isSendDone) return;
+    this.isSendDone = true;
+    const ctx = this.ctx;
+    if (ctx !== null && ctx.isLive(this.gen)) this.session.listener.engine.onDownstreamDone(ctx, this.gen, isAborted);
+    this.maybeForget();
+  }
+
+  private maybeForget(): void {
+    if (this.isRecvDone && this.isSendDone) this.session.forget(this);
+  }
+}
+
+/**
+ * The MessageReader's handler for a request stream: forwards to H3ServerStream, whose own
+ * onData/onEnd belong to the FrameSink contract (response body).
+ */
+class RequestSide implements MessageHandler {
+  readonly stream: H3ServerStream;
+  constructor(stream: H3ServerStream) {
+    this.stream = stream;
+  }
+  onHeaders(fields: string[], isTrailers: boolean): void {
+    this.stream.onHeaders(fields, isTrailers);
+  }
+  onData(chunk: Uint8Array): void {
+    this.stream.onRequestBodyData(chunk);
+  }
+  onEnd(): void {
+    this.stream.onRequestEnd();
+  }
+  onError(error: H3Error): void {
+    this.stream.onRequestError(error);
+  }
+}
+
+const CLIENT_RESET = new SkiffError(ErrorCode.DownstreamReset, 'downstream', 'client reset the stream before the request body ended');
+
+const STATUS_TEXT: string[] = [];
+function statusText(status: number): string {
+  let s = STATUS_TEXT[status];
+  if (s === undefined) {
+    s = String(status);
+    if (status >= 100 && status < 600) STATUS_TEXT[status] = s;
+  }
+  return s;
+}
+
+/** One QUIC connection accepted by an HTTP/3 listener. */
+export class H3ServerSession extends H3Session {
+  readonly listener: H3Listener;
+  readonly streams: Map<number, H3ServerStream>;
+  /** Highest client bidi stream id seen + 4 (what GOAWAY announces). */
+  nextStreamId: number;
+  /** GOAWAY sent: streams at or above this id are refused. -1 before. */
+  goawayId: number;
+  readonly peerIdentity: string;
+
+  constructor(listener: H3Listener, quic: QuicConnection) {
+    super(quic, true, listener.maxHeaderBytes);
+    this.listener = listener;
+    this.streams = new Map();
+    this.nextStreamId = 0;
+    this.goawayId = -1;
+    this.peerIdentity = listener.isMutualTls ? spiffeIdOf(quic.peerCertificateChain) : '';
+  }
+
+  override onEstablished(conn: QuicConnection): void {
+    super.onEstablished(conn);
+    if (this.listener.isDraining) this.goaway();
+  }
+
+  protected onRequestData(id: number, data: Buffer, fin: boolean): void {
+    let s = this.streams.get(id);
+    if (s === undefined) {
+      if ((id & 3) !== 0) return; // server-initiated bidi: we never open any
+      if (id < this.nextStreamId) return; // a stream we already finished: late bytes
+      if (this.goawayId >= 0 && id >= this.goawayId) {
+        this.quic.streamShutdown(id, 'read', H3_REQUEST_REJECTED);
+        this.quic.streamShutdown(id, 'write', H3_REQUEST_REJECTED);
+        return;
+      }
+      s = new H3ServerStream(this, id);
+      this.streams.set(id, s);
+      this.nextStreamId = id + 4;
+    }
+    s.onWire(data, fin);
+  }
+
+  protected onRequestReset(id: number, _code: number): void {
+    const s = this.streams.get(id);
+    if (s !== undefined) s.onPeerAbort(false);
+  }
+
+  protected onRequestStopSending(id: number, _code: number): void {
+    const s = this.streams.get(id);
+    if (s !== undefined) s.onPeerAbort(true);
+  }
+
+  protected onRequestWritable(id: number): void {
+    const s = this.streams.get(id);
+    if (s !== undefined) s.onWritable();
+  }
+
+  protected onPeerGoaway(_id: number): void {
+    // A client's GOAWAY carries a push ID; with no push there is nothing to cancel.
+  }
+
+  protected onConnectionClosed(_error: QuicError | null): void {
+    for (const s of [...this.streams.values()]) s.onConnectionGone();
+    this.streams.clear();
+    this.listener.onSessionClosed(this);
+  }
+
+  /** Forgets a finished stream; a draining session with none left closes. */
+  forget(s: H3ServerStream): void {
+    if (this.streams.get(s.id) === s) this.streams.delete(s.id);
+    if (this.goawayId >= 0 && this.streams.size === 0) this.quic.close(H3_NO_ERROR, '');
+  }
+
+  /** GOAWAY with the next stream id: requests already received finish, later ones are refused. */
+  goaway(): void {
+    if (this.goawayId >= 0 || this.isConnectionClosed) return;
+    this.goawayId = this.nextStreamId;
+    this.sendGoaway(this.goawayId);
+    if (this.streams.size === 0) this.quic.close(H3_NO_ERROR, '');
+  }
+}
+
+/** The SPIFFE ID (URI SAN `spiffe://...`) of the leaf certificate, '' when none. */
+function spiffeIdOf(chain: readonly Buffer[]): string {
+  const leaf = chain[0];
+  if (leaf === undefined) return '';
+  try {
+    const san = new X509Certificate(leaf).subjectAltName ?? '';
+    for (const part of san.split(', ')) {
+      if (part.startsWith('URI:spiffe://')) return part.slice(4);
+    }
+  } catch {
+    // Not parseable: no identity.
+  }
+  return '';
+}
+
+export interface H3ListenOptions {
+  host: string;
+  port: number;
+  certPem: Buffer;
+  keyPem: Buffer;
+  /** CA bundle for client certificates (mutual TLS); clients must then present one. */
+  clientCaPem?: Buffer;
+}
+
+/** The HTTP/3 side of a TLS listener: one UDP socket (QuicEndpoint) on the listener's port. */
+export class H3Listener {
+  readonly engine: ProxyEngine;
+  readonly arena: ContextArena;
+  readonly config: ListenerConfig;
+  readonly maxHeaderBytes: number;
+  readonly streamBufferBytes: number;
+  readonly sessions: Set<H3ServerSession>;
+  endpoint: QuicEndpoint | null;
+  isDraining: boolean;
+  isMutualTls: boolean;
+  connectionsOpened: number;
+  connectionsClosed: number;
+  private onAllClosed: (() => void) | null;
+
+  constructor(engine: ProxyEngine, arena: ContextArena, config: ListenerConfig, limits: Limits) {
+    this.engine = engine;
+    this.arena = arena;
+    this.config = config;
+    this.maxHeaderBytes = limits.maxHeaderBytes;
+    this.streamBufferBytes = limits.streamBufferBytes;
+    this.sessions = new Set();
+    this.endpoint = null;
+    this.isDraining = false;
+    this.isMutualTls = false;
+    this.connectionsOpened = 0;
+    this.connectionsClosed = 0;
+    this.onAllClosed = null;
+  }
+
+  /** Binds UDP host:port; resolves with the bound port. */
+  async listen(o: H3ListenOptions): Promise<number> {
+    const window = Math.max(64 * 1024, Math.min(this.streamBufferBytes, 16 * 1024 * 1024));
+    this.isMutualTls = o.clientCaPem !== undefined;
+    const config = createServerConfig({
+      certPem: o.certPem,
+      keyPem: o.keyPem,
+      clientCaPem: o.clientCaPem,
+      alpn: ['h3'],
+      initialMaxStreamDataBidiRemote: window,
+      initialMaxStreamsBidi: 256,
+    });
+    this.endpoint = await QuicEndpoint.open({
+      host: o.host,
+      port: o.port,
+      ownedStreamData: true,
+      server: { config, onConnection: (conn) => this.accept(conn) },
+    });
+    return this.endpoint.port;
+  }
+
+  private accept(conn: QuicConnection): QuicConnectionHandler {
+    const session = new H3ServerSession(this, conn);
+    conn.context = session;
+    this.sessions.add(session);
+    this.connectionsOpened++;
+    return session;
+  }
+
+  /** @internal */
+  onSessionClosed(session: H3ServerSession): void {
+    if (!this.sessions.delete(session)) return;
+    this.connectionsClosed++;
+    if (this.sessions.size === 0 && this.onAllClosed !== null) this.onAllClosed();
+  }
+
+  /** GOAWAY to every session; resolves when they all closed (in-flight requests finished), then closes the socket. */
+  async close(): Promise<void> {
+    this.isDraining = true;
+    for (const s of this.sessions) s.goaway();
+    if (this.sessions.size > 0) {
+      await new Promise<void>((resolve) => {
+        this.onAllClosed = resolve;
+      });
+    }
+    this.onAllClosed = null;
+    if (this.endpoint !== null) await this.endpoint.close(H3_NO_ERROR, '', 2000);
+  }
+
+  /** Closes every connection now (after the drain timeout). */
+  destroyAll(): void {
+    for (const s of this.sessions) s.quic.close(H3_NO_ERROR, 'shutting down');
+  }
+
+  get connectionCount(): number {
+    return this.sessions.size;
+  }
+}
