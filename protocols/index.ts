@@ -11,5 +11,5 @@ export { AdminServer, type AdminHandler, type AdminResponse } from './admin/serv
 /** The upstream connectors; `identity` is this sidecar's mesh identity for `tls: mesh` clusters. */
 export function createConnectors(identity: IdentityStore | null = null): ConnectorSet {
   const h2 = new H2Connector(identity);
-  return { http1: new H1ClientConnector(identity), h2c: h2, h2, h3: new H3Connector() };
+  return { http1: new H1ClientConnector(identity), h2c: h2, h2, h3: new H3Connector(identity) };
 }

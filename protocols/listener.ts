@@ -14,7 +14,7 @@ import type { IdentityLog, IdentityStore } from '../mesh/identity.js';
 import { H1ServerConn, H1ServerSettings } from './h1/server-conn.js';
 import { checkMeshPeer, meshServerOptions, watchRotation } from './tls/mesh.js';
 import { H2Listener } from './h2/server.js';
-import { H3Listener } from './h3/server.js';
+import { H3Listener, type H3MeshOptions } from './h3/server.js';
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 /** Refused mesh handshakes logged per second per listener; the rest are counted in one line. */
@@ -54,7 +54,20 @@ export class Listener {
     const hasH2 = config.protocols.includes('h2') || config.protocols.includes('h2c');
     this.h1 = hasH1 ? new H1ServerSettings(engine, arena, config, limits, isTls || config.meshTls) : null;
     this.h2 = hasH2 ? new H2Listener(engine, arena, config, limits, isTls || config.meshTls) : null;
-    this.h3 = isTls && config.protocols.includes('h3') ? new H3Listener(engine, arena, config, limits) : null;
+    // HTTP/3 on mesh listeners: the identity's certificate, client chains checked against the
+    // bundle by the H3 side, refusals logged and counted here like the TCP ones.
+    const h3Mesh: H3MeshOptions | null =
+      config.meshTls && identity !== null
+        ? {
+            identity,
+            onRefused: (peer, reason, remote) => {
+              this.meshRefusals++;
+              this.logMeshFailure(remote, peer, reason, 'mesh handshake refused: peer certificate not trusted');
+            },
+            onConfigError: (err) => this.log?.error({ listener: config.name, err: err.message }, 'mesh identity rotation: HTTP/3 certificate not updated'),
+          }
+        : null;
+    this.h3 = (isTls || config.meshTls) && config.protocols.includes('h3') ? new H3Listener(engine, arena, config, limits, h3Mesh) : null;
     this.sockets = new Set();
     this.connectionsOpened = 0;
     this.connectionsClosed = 0;
@@ -96,9 +109,12 @@ export class Listener {
   async listen(): Promise<number> {
     const port = await this.listenTcp();
     const h3 = this.h3;
-    if (h3 !== null && this.config.tls !== null) {
+    const tlsFiles = this.config.tls;
+    if (h3 !== null) {
       try {
-        await h3.listen({ host: this.config.address.host, port, certPem: readFileSync(this.config.tls.cert), keyPem: readFileSync(this.config.tls.key) });
+        // A mesh listener's H3 side takes its certificate from the identity.
+        if (tlsFiles === null) await h3.listen({ host: this.config.address.host, port });
+        else await h3.listen({ host: this.config.address.host, port, certPem: readFileSync(tlsFiles.cert), keyPem: readFileSync(tlsFiles.key) });
       } catch (err) {
         this.server.close();
         throw err;
@@ -188,7 +204,7 @@ export class Listener {
     const peer = checkMeshPeer(socket);
     if (peer.refusal !== null) {
       this.meshRefusals++;
-      this.logMeshFailure(socket, peer.spiffeId, peer.refusal, 'mesh handshake refused: peer certificate not trusted');
+      this.logMeshFailure(socket.remoteAddress ?? null, peer.spiffeId, peer.refusal, 'mesh handshake refused: peer certificate not trusted');
       socket.destroy();
       return;
     }
@@ -201,13 +217,13 @@ export class Listener {
   /** The handshake failed inside TLS (e.g. the peer rejected our certificate); resets and probes stay at debug. */
   private onMeshClientError(err: Error, socket: tls.TLSSocket): void {
     const code = (err as NodeJS.ErrnoException).code ?? err.message;
-    if (code.startsWith('ERR_SSL')) this.logMeshFailure(socket, '', code, 'mesh handshake failed');
+    if (code.startsWith('ERR_SSL')) this.logMeshFailure(socket.remoteAddress ?? null, '', code, 'mesh handshake failed');
     else this.log?.debug({ listener: this.config.name, remote: socket.remoteAddress ?? null, reason: code }, 'mesh handshake failed');
     socket.destroy();
   }
 
-  /** At most REFUSALS_LOGGED_PER_SECOND lines a second; the rest are counted in one line. */
-  private logMeshFailure(socket: tls.TLSSocket, peer: string, reason: string, msg: string): void {
+  /** At most REFUSALS_LOGGED_PER_SECOND lines a second (TCP and QUIC together); the rest are counted in one line. */
+  private logMeshFailure(remote: string | null, peer: string, reason: string, msg: string): void {
     const log = this.log;
     if (log === null) return;
     const second = Math.floor(performance.now() / 1000);
@@ -219,7 +235,7 @@ export class Listener {
       this.refusalsThisSecond = 0;
     }
     if (++this.refusalsThisSecond > REFUSALS_LOGGED_PER_SECOND) return;
-    log.warn({ listener: this.config.name, peer: peer === '' ? null : peer, remote: socket.remoteAddress ?? null, reason }, msg);
+    log.warn({ listener: this.config.name, peer: peer === '' ? null : peer, remote, reason }, msg);
   }
 
   /** Stops accepting; existing connections finish their requests (idle ones close now). */

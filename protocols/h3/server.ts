@@ -16,6 +16,12 @@
  * - response body: DATA frames written with `streamWrite`; a short write keeps the rest in the
  *   stream's StreamOut and returns false to the queue (sink paused) until onStreamWritable.
  *
+ * Mesh listeners (`tls: mesh` with `h3`, H3MeshOptions): the identity's certificate and key,
+ * client certificates required; quiche accepts any chain and `accept()` verifies it against the
+ * trust bundle (protocols/tls/mesh.ts `checkMeshChain`) before any stream is read, so a refused
+ * peer is logged with the SPIFFE ID it presented; rotations swap the server config for new
+ * connections.
+ *
  * `ctx.rawHeaders` is the decoded field list with the pseudo-header fields first, as the
  * HTTP/2 adapter does with node's raw list: the engine's header builders skip pseudo-headers.
  *
@@ -24,20 +30,24 @@
  * preceded by a 431 (field section over `limits.maxHeaderBytes`) or 400 (malformed request)
  * when no response has started, through the engine's `reject()`.
  */
-import { X509Certificate } from 'node:crypto';
 import type { ContextArena } from '../../src/arena.js';
 import { Hold, type DownstreamWriter, type RequestContext } from '../../src/context.js';
 import { ErrorCode, SkiffError } from '../../src/errors.js';
 import type { FrameSource } from '../../src/frames.js';
 import type { ProxyEngine } from '../../src/proxy/engine.js';
 import type { Limits, ListenerConfig } from '../../src/config/types.js';
+import { spiffeIdOf, type IdentityMaterial, type IdentityStore } from '../../mesh/identity.js';
 import {
+  NOOP_HANDLER,
   QuicEndpoint,
   createServerConfig,
+  type QuicConfig,
   type QuicConnection,
   type QuicConnectionHandler,
   type QuicError,
+  type QuicServerOptions,
 } from '../quic/index.js';
+import { checkMeshChain } from '../tls/mesh.js';
 import {
   ControlStreamReader,
   CriticalStreams,
@@ -51,6 +61,7 @@ import {
 import {
   H3Error,
   H3_CLOSED_CRITICAL_STREAM,
+  H3_GENERAL_PROTOCOL_ERROR,
   H3_ID_ERROR,
   H3_INTERNAL_ERROR,
   H3_NO_ERROR,
@@ -781,15 +792,16 @@ export class H3ServerSession extends H3Session {
   nextStreamId: number;
   /** GOAWAY sent: streams at or above this id are refused. -1 before. */
   goawayId: number;
+  /** The client certificate's SPIFFE ID (mutual TLS), read once per connection; '' without. */
   readonly peerIdentity: string;
 
-  constructor(listener: H3Listener, quic: QuicConnection) {
+  constructor(listener: H3Listener, quic: QuicConnection, peerIdentity: string) {
     super(quic, true, listener.maxHeaderBytes);
     this.listener = listener;
     this.streams = new Map();
     this.nextStreamId = 0;
     this.goawayId = -1;
-    this.peerIdentity = listener.isMutualTls ? spiffeIdOf(quic.peerCertificateChain) : '';
+    this.peerIdentity = peerIdentity;
   }
 
   override onEstablished(conn: QuicConnection): void {
@@ -855,25 +867,30 @@ export class H3ServerSession extends H3Session {
 }
 
 /** The SPIFFE ID (URI SAN `spiffe://...`) of the leaf certificate, '' when none. */
-function spiffeIdOf(chain: readonly Buffer[]): string {
+function leafSpiffeId(chain: readonly Buffer[]): string {
   const leaf = chain[0];
-  if (leaf === undefined) return '';
-  try {
-    const san = new X509Certificate(leaf).subjectAltName ?? '';
-    for (const part of san.split(', ')) {
-      if (part.startsWith('URI:spiffe://')) return part.slice(4);
-    }
-  } catch {
-    // Not parseable: no identity.
-  }
-  return '';
+  return leaf === undefined ? '' : spiffeIdOf(leaf);
+}
+
+/**
+ * A mesh listener's HTTP/3 side (`tls: mesh` with `h3`): the identity's certificate and key,
+ * client certificates required and verified against its trust bundle (by `checkMeshChain`,
+ * so that a refused peer is logged with the identity it presented), following rotations.
+ */
+export interface H3MeshOptions {
+  readonly identity: IdentityStore;
+  /** A client whose chain is not trusted was disconnected: its SPIFFE ID ('' none), why, from where. */
+  onRefused(peer: string, reason: string, remote: string): void;
+  /** A rotated identity could not be turned into a QUIC config (the previous one keeps serving). */
+  onConfigError(err: Error): void;
 }
 
 export interface H3ListenOptions {
   host: string;
   port: number;
-  certPem: Buffer;
-  keyPem: Buffer;
+  /** Certificate chain and key (PEM); required unless the listener is a mesh listener (then from the identity). */
+  certPem?: Buffer;
+  keyPem?: Buffer;
   /** CA bundle for client certificates (mutual TLS); clients must then present one. */
   clientCaPem?: Buffer;
 }
@@ -892,8 +909,12 @@ export class H3Listener {
   connectionsOpened: number;
   connectionsClosed: number;
   private onAllClosed: (() => void) | null;
+  private readonly mesh: H3MeshOptions | null;
+  /** Stops following identity rotations; null unless mesh. */
+  private unwatchIdentity: (() => void) | null;
 
-  constructor(engine: ProxyEngine, arena: ContextArena, config: ListenerConfig, limits: Limits) {
+  /** `mesh`: a `tls: mesh` listener (see H3MeshOptions); listen() then ignores the PEM options. */
+  constructor(engine: ProxyEngine, arena: ContextArena, config: ListenerConfig, limits: Limits, mesh: H3MeshOptions | null = null) {
     this.engine = engine;
     this.arena = arena;
     this.config = config;
@@ -906,31 +927,85 @@ export class H3Listener {
     this.connectionsOpened = 0;
     this.connectionsClosed = 0;
     this.onAllClosed = null;
+    this.mesh = mesh;
+    this.unwatchIdentity = null;
   }
 
-  /** Binds UDP host:port; resolves with the bound port. */
+  /** Binds UDP host:port; resolves with the bound port. A mesh listener takes its certificate from the identity instead. */
   async listen(o: H3ListenOptions): Promise<number> {
+    const mesh = this.mesh;
+    let config: QuicConfig;
+    if (mesh !== null) {
+      this.isMutualTls = true;
+      config = this.meshConfig(mesh.identity.current);
+    } else {
+      if (o.certPem === undefined || o.keyPem === undefined) throw new Error(`listener ${this.config.name}: HTTP/3 needs a certificate and key`);
+      this.isMutualTls = o.clientCaPem !== undefined;
+      config = this.serverConfig(o.certPem, o.keyPem, o.clientCaPem, true);
+    }
+    // The endpoint keeps this object and reads `config` on every accepted Initial: a rotation
+    // replaces `config` here, so new connections handshake with the new certificate and
+    // bundle while established ones keep theirs (a quiche connection holds its own reference
+    // to the TLS context it was made with).
+    const server: QuicServerOptions = { config, onConnection: (conn) => this.accept(conn) };
+    if (mesh !== null) {
+      this.unwatchIdentity = mesh.identity.onChange((next) => {
+        try {
+          server.config = this.meshConfig(next);
+        } catch (err) {
+          mesh.onConfigError(err as Error);
+        }
+      });
+    }
+    try {
+      this.endpoint = await QuicEndpoint.open({ host: o.host, port: o.port, ownedStreamData: true, server });
+    } catch (err) {
+      this.stopWatching();
+      throw err;
+    }
+    return this.endpoint.port;
+  }
+
+  private serverConfig(certPem: Buffer, keyPem: Buffer, clientCaPem: Buffer | undefined, verifyClientChain: boolean): QuicConfig {
     const window = Math.max(64 * 1024, Math.min(this.streamBufferBytes, 16 * 1024 * 1024));
-    this.isMutualTls = o.clientCaPem !== undefined;
-    const config = createServerConfig({
-      certPem: o.certPem,
-      keyPem: o.keyPem,
-      clientCaPem: o.clientCaPem,
+    return createServerConfig({
+      certPem,
+      keyPem,
+      clientCaPem,
+      verifyClientChain,
       alpn: ['h3'],
       initialMaxStreamDataBidiRemote: window,
       initialMaxStreamsBidi: 256,
     });
-    this.endpoint = await QuicEndpoint.open({
-      host: o.host,
-      port: o.port,
-      ownedStreamData: true,
-      server: { config, onConnection: (conn) => this.accept(conn) },
-    });
-    return this.endpoint.port;
+  }
+
+  /** The identity as a QUIC server config: chains are checked in accept() (checkMeshChain). */
+  private meshConfig(m: IdentityMaterial): QuicConfig {
+    return this.serverConfig(m.certPem, m.keyPem, m.caPem, false);
+  }
+
+  private stopWatching(): void {
+    if (this.unwatchIdentity !== null) this.unwatchIdentity();
+    this.unwatchIdentity = null;
   }
 
   private accept(conn: QuicConnection): QuicConnectionHandler {
-    const session = new H3ServerSession(this, conn);
+    let peerIdentity = '';
+    const mesh = this.mesh;
+    if (mesh !== null) {
+      // quiche accepted any chain (and required a certificate): trust is decided here, before
+      // any stream is read, against the bundle in force now.
+      const peer = checkMeshChain(conn.peerCertificateChain, mesh.identity.current);
+      if (peer.refusal !== null) {
+        mesh.onRefused(peer.spiffeId, peer.refusal, conn.remoteHost);
+        conn.close(H3_GENERAL_PROTOCOL_ERROR, 'peer certificate not trusted');
+        return NOOP_HANDLER;
+      }
+      peerIdentity = peer.spiffeId;
+    } else if (this.isMutualTls) {
+      peerIdentity = leafSpiffeId(conn.peerCertificateChain);
+    }
+    const session = new H3ServerSession(this, conn, peerIdentity);
     conn.context = session;
     this.sessions.add(session);
     this.connectionsOpened++;
@@ -947,6 +1022,7 @@ export class H3Listener {
   /** GOAWAY to every session; resolves when they all closed (in-flight requests finished), then closes the socket. */
   async close(): Promise<void> {
     this.isDraining = true;
+    this.stopWatching();
     for (const s of this.sessions) s.goaway();
     if (this.sessions.size > 0) {
       await new Promise<void>((resolve) => {

@@ -18,6 +18,14 @@
  * IP endpoint is checked against the certificate's IP SANs) and `insecureSkipVerify`, as the
  * HTTP/2 codec does. Without a CA file nothing can be verified (quiche here is not given the
  * system store), so `insecureSkipVerify` or `ca` is needed in practice.
+ *
+ * Mesh clusters (`tls: mesh`): the identity's certificate as client certificate, the chain
+ * verified by BoringSSL against the identity's trust bundle, no SNI and no name or IP check
+ * (endpoints are addresses, identities are SPIFFE IDs), then, before the HTTP/3 session
+ * starts, the server's SPIFFE ID must equal the cluster's `peerIdentity` (any from the bundle
+ * when unset); otherwise the connection is closed and the connect fails, retry-safe, with the
+ * TCP path's message (protocols/tls/mesh.ts). One QuicConfig per identity material: a dial
+ * after a rotation uses the new certificate and bundle.
  */
 import { readFileSync } from 'node:fs';
 import { lookup } from 'node:dns/promises';
@@ -29,8 +37,10 @@ import type { FrameSink, FrameSource } from '../../src/frames.js';
 import { buildUpstreamHeaders, getHeader } from '../../src/headers.js';
 import type { ConnEvents, Connector, UpstreamConn, UpstreamHandler } from '../../src/pool/types.js';
 import type { ClusterConfig, SocketAddress } from '../../src/config/types.js';
+import { spiffeIdOf, type IdentityMaterial, type IdentityStore } from '../../mesh/identity.js';
 import { QuicEndpoint, QuicErrorCode, createClientConfig, type QuicConfig, type QuicConnection, type QuicError } from '../quic/index.js';
-import { H3Error, H3_NO_ERROR, H3_REQUEST_CANCELLED, H3_REQUEST_REJECTED } from './frames.js';
+import { meshIdentityMismatch } from '../tls/mesh.js';
+import { H3Error, H3_GENERAL_PROTOCOL_ERROR, H3_NO_ERROR, H3_REQUEST_CANCELLED, H3_REQUEST_REJECTED } from './frames.js';
 import { MessageKind, MessageReader, type MessageHandler } from './message.js';
 import { EMPTY_BUFFER, H3Session, StreamOut, appendLowerFields, asBuffer, writeDataFrame } from './server.js';
 
@@ -39,17 +49,27 @@ const MAX_STREAMS_CAP = 1000;
 /** Largest response header section we accept from an upstream. */
 const MAX_RESPONSE_FIELD_SECTION = 64 * 1024;
 
+/** Transport settings of every upstream HTTP/3 connection (mesh or not). */
+const CLIENT_TRANSPORT = { alpn: ['h3'], initialMaxStreamDataBidiLocal: 1024 * 1024, initialMaxData: 16 * 1024 * 1024 } as const;
+
 export class H3Connector implements Connector {
   /** Client configs by cluster object (a new snapshot brings new cluster objects). */
   private readonly configs: WeakMap<ClusterConfig, QuicConfig>;
+  /** Mesh client configs by identity material (a rotation brings a new material). */
+  private readonly meshConfigs: WeakMap<IdentityMaterial, QuicConfig>;
+  /** This sidecar's mesh identity, for `tls: mesh` clusters; null without one. */
+  private readonly identity: IdentityStore | null;
 
-  constructor() {
+  constructor(identity: IdentityStore | null = null) {
     this.configs = new WeakMap();
+    this.meshConfigs = new WeakMap();
+    this.identity = identity;
   }
 
   async connect(endpoint: SocketAddress, cluster: ClusterConfig, events: ConnEvents): Promise<UpstreamConn> {
-    if (cluster.meshTls) {
-      throw new SkiffError(ErrorCode.UpstreamConnect, 'upstream', `cluster ${cluster.name}: tls: mesh is not supported for h3 yet`, true);
+    // Never in cleartext or without the identity (as protocols/h1/dial.ts).
+    if (cluster.meshTls && this.identity === null) {
+      throw new SkiffError(ErrorCode.UpstreamConnect, 'upstream', `cluster ${cluster.name}: tls: mesh needs an identity`, false);
     }
     const key = addressKey(endpoint);
     let host = endpoint.host;
@@ -65,7 +85,7 @@ export class H3Connector implements Connector {
     const bindHost = isLoopback ? host : family === 4 ? '0.0.0.0' : '::';
     let config: QuicConfig;
     try {
-      config = this.configFor(cluster);
+      config = cluster.meshTls && this.identity !== null ? this.meshConfigFor(this.identity.current) : this.configFor(cluster);
     } catch (err) {
       throw new SkiffError(ErrorCode.UpstreamConnect, 'upstream', `cluster ${cluster.name}: bad QUIC TLS settings: ${(err as Error).message}`, false, err);
     }
@@ -76,8 +96,13 @@ export class H3Connector implements Connector {
       throw new SkiffError(ErrorCode.UpstreamConnect, 'upstream', `connect to ${key} failed: ${(err as Error).message}`, true, err);
     }
     const tls = cluster.tls;
-    const serverName = tls !== null && tls.servername !== null ? tls.servername : isIP(endpoint.host) === 0 ? endpoint.host : null;
+    // Mesh: no SNI, hence no name check by BoringSSL; the SPIFFE ID is checked instead.
+    const serverName = cluster.meshTls ? null : tls !== null && tls.servername !== null ? tls.servername : isIP(endpoint.host) === 0 ? endpoint.host : null;
     const conn = new H3Conn(key, events, ep);
+    if (cluster.meshTls) {
+      conn.isMesh = true;
+      conn.expectedPeer = cluster.peerIdentity;
+    }
     try {
       await ep.connect(host, endpoint.port, serverName, conn.handler, { timeoutMs: cluster.connectTimeoutMs });
     } catch (err) {
@@ -92,7 +117,21 @@ export class H3Connector implements Connector {
         err,
       );
     }
+    if (conn.refusal !== null) {
+      // The server's SPIFFE ID is not the expected one; the shim closed the connection.
+      void ep.close(0, '', 100);
+      throw new SkiffError(ErrorCode.UpstreamConnect, 'upstream', `connect to ${key} failed: ${conn.refusal}`, true);
+    }
     return conn;
+  }
+
+  private meshConfigFor(m: IdentityMaterial): QuicConfig {
+    let c = this.meshConfigs.get(m);
+    if (c === undefined) {
+      c = createClientConfig({ ...CLIENT_TRANSPORT, caPem: m.caPem, certPem: m.certPem, keyPem: m.keyPem, verifyPeer: true, verifyPeerName: false });
+      this.meshConfigs.set(m, c);
+    }
+    return c;
   }
 
   private configFor(cluster: ClusterConfig): QuicConfig {
@@ -100,11 +139,9 @@ export class H3Connector implements Connector {
     if (c === undefined) {
       const tls = cluster.tls;
       c = createClientConfig({
-        alpn: ['h3'],
+        ...CLIENT_TRANSPORT,
         caPem: tls !== null && tls.ca !== null ? readFileSync(tls.ca) : undefined,
         verifyPeer: tls === null ? true : !tls.insecureSkipVerify,
-        initialMaxStreamDataBidiLocal: 1024 * 1024,
-        initialMaxData: 16 * 1024 * 1024,
       });
       this.configs.set(cluster, c);
     }
@@ -169,6 +206,17 @@ class HandlerShim {
     this.owner = owner;
   }
   onEstablished(conn: QuicConnection): void {
+    if (this.owner.isMesh) {
+      // Mesh: BoringSSL verified the chain against the bundle; the identity must be the
+      // expected one before anything is sent (connect() turns `refusal` into the error).
+      const leaf = conn.peerCertificateChain[0];
+      const refusal = meshIdentityMismatch(leaf === undefined ? '' : spiffeIdOf(leaf), this.owner.expectedPeer);
+      if (refusal !== null) {
+        this.owner.refusal = refusal;
+        conn.close(H3_GENERAL_PROTOCOL_ERROR, 'peer identity mismatch');
+        return;
+      }
+    }
     const s = new H3ClientSession(this.owner, conn);
     this.session = s;
     this.owner.onEstablished(s);
@@ -203,6 +251,12 @@ export class H3Conn implements UpstreamConn {
   readonly endpoint: QuicEndpoint;
   readonly handler: HandlerShim;
   session: H3ClientSession | null;
+  /** A `tls: mesh` connection: the server's SPIFFE ID is checked at the handshake. */
+  isMesh: boolean;
+  /** Mesh: the SPIFFE ID the server must present; null accepts any from the bundle. */
+  expectedPeer: string | null;
+  /** Mesh: why the server was refused after the handshake (identity mismatch); null when accepted. */
+  refusal: string | null;
 
   constructor(endpointKey: string, events: ConnEvents, endpoint: QuicEndpoint) {
     this.endpointKey = endpointKey;
@@ -215,6 +269,9 @@ export class H3Conn implements UpstreamConn {
     this.endpoint = endpoint;
     this.handler = new HandlerShim(this);
     this.session = null;
+    this.isMesh = false;
+    this.expectedPeer = null;
+    this.refusal = null;
   }
 
   /** @internal The handshake completed: the peer's initial bidi credit is the stream limit. */

@@ -49,6 +49,15 @@ export interface QuicServerConfigOptions extends QuicTransportOptions {
   keyPem: string | Uint8Array;
   /** PEM CA bundle for client certificates. With it, clients must present a certificate (mTLS). */
   clientCaPem?: string | Uint8Array;
+  /**
+   * With `clientCaPem`: true (default) lets BoringSSL verify the client's chain against it and
+   * fail the handshake otherwise (the application never sees the connection). false: a
+   * certificate is still required and its CertificateVerify signature checked, but any chain
+   * is accepted; the application must then verify `peerCertificateChain` itself when the
+   * connection is handed to it (`onConnection`) and close it if untrusted. Mesh listeners do
+   * this to log the identity an untrusted peer presented (protocols/tls/mesh.ts).
+   */
+  verifyClientChain?: boolean;
 }
 
 export interface QuicClientConfigOptions extends QuicTransportOptions {
@@ -56,6 +65,13 @@ export interface QuicClientConfigOptions extends QuicTransportOptions {
   caPem?: string | Uint8Array;
   /** Verify the server's certificate (chain, and the name we dialed). Default true. */
   verifyPeer?: boolean;
+  /**
+   * With `verifyPeer`: false verifies the chain against `caPem` but not the dialed name or IP
+   * (the endpoint's IP SAN check is off; pass no DNS name as serverName to connect(), since
+   * BoringSSL checks an SNI name). For callers that check the peer's identity themselves
+   * (mesh clusters: the SPIFFE ID). Default true.
+   */
+  verifyPeerName?: boolean;
   /** Client certificate for mTLS (PEM), with `keyPem`. */
   certPem?: string | Uint8Array;
   keyPem?: string | Uint8Array;
@@ -70,6 +86,10 @@ export class QuicConfig {
   readonly alpn: readonly string[];
   readonly maxUdpPayload: number;
   readonly maxIdleTimeoutMs: number;
+  /**
+   * Server configs: client certificates are asked for. Client configs: the endpoint checks
+   * that the server's certificate names the dialed IP (`verifyPeer` and `verifyPeerName`).
+   */
   readonly verifyPeer: boolean;
 
   constructor(role: QuicRole, native: QuicheConfig, alpn: readonly string[], maxUdpPayload: number, maxIdleTimeoutMs: number, verifyPeer: boolean) {
@@ -107,10 +127,11 @@ function toBytes(pem: string | Uint8Array): Uint8Array {
   return typeof pem === 'string' ? Buffer.from(pem, 'utf8') : pem;
 }
 
-function buildNative(verifyPeer: boolean, ca: Uint8Array | null, key: Uint8Array | null, cert: Uint8Array | null): QuicheConfig {
+function buildNative(verifyPeer: boolean, ca: Uint8Array | null, key: Uint8Array | null, cert: Uint8Array | null, verifyAllowFail = false): QuicheConfig {
   try {
-    // verifyAllowFail=false: quiche/BoringSSL decides; no custom verify callback.
-    return quiche.Config.withBoringSslCtx(verifyPeer, false, ca, key === null ? null : [key], cert === null ? null : [cert], null);
+    // verifyAllowFail=false: quiche/BoringSSL decides; true: a peer certificate is still
+    // required, but a chain that does not verify is accepted (the application checks it).
+    return quiche.Config.withBoringSslCtx(verifyPeer, verifyAllowFail, ca, key === null ? null : [key], cert === null ? null : [cert], null);
   } catch (err) {
     throw createQuicError(QuicErrorCode.InvalidArgument, `QUIC TLS configuration rejected: ${(err as Error).message}`, '', -1, false, err);
   }
@@ -151,10 +172,14 @@ function applyTransport(cfg: QuicheConfig, o: QuicTransportOptions): { alpn: rea
   return { alpn, maxUdpPayload, maxIdleTimeoutMs };
 }
 
-/** A server config from a PEM certificate chain and key; with `clientCaPem`, client certificates are required. */
+/**
+ * A server config from a PEM certificate chain and key; with `clientCaPem`, client
+ * certificates are required (and verified by BoringSSL unless `verifyClientChain: false`).
+ */
 export function createServerConfig(o: QuicServerConfigOptions): QuicConfig {
   const verifyClients = o.clientCaPem !== undefined;
-  const native = buildNative(verifyClients, verifyClients ? toBytes(o.clientCaPem as string | Uint8Array) : null, toBytes(o.keyPem), toBytes(o.certPem));
+  const allowFail = verifyClients && o.verifyClientChain === false;
+  const native = buildNative(verifyClients, verifyClients ? toBytes(o.clientCaPem as string | Uint8Array) : null, toBytes(o.keyPem), toBytes(o.certPem), allowFail);
   const t = applyTransport(native, o);
   return new QuicConfig('server', native, t.alpn, t.maxUdpPayload, t.maxIdleTimeoutMs, verifyClients);
 }
@@ -172,5 +197,5 @@ export function createClientConfig(o: QuicClientConfigOptions = {}): QuicConfig 
     o.certPem === undefined ? null : toBytes(o.certPem),
   );
   const t = applyTransport(native, o);
-  return new QuicConfig('client', native, t.alpn, t.maxUdpPayload, t.maxIdleTimeoutMs, verifyPeer);
+  return new QuicConfig('client', native, t.alpn, t.maxUdpPayload, t.maxIdleTimeoutMs, verifyPeer && o.verifyPeerName !== false);
 }

@@ -95,8 +95,14 @@ export interface ConnectWaiter {
 
 /** Bound on stream discovery probes per flush; streams past it are found on later flushes. */
 const MAX_PROBES = 1024;
-/** onStreamWritable fires when capacity reaches min(bytes the writer still holds, this). */
-const WRITABLE_LOW_WATER = 16 * 1024;
+/**
+ * onStreamWritable fires when capacity reaches min(bytes the writer still holds, this). It
+ * must not exceed quiche's minimum congestion window (2 datagrams of at least 1,200 bytes):
+ * with nothing in flight the capacity is the window, and no ACK comes to re-check it, so a
+ * larger threshold can stall a writer until the idle timeout (seen with 16 KiB against a
+ * 16,200-byte window: HTTP/3 responses over ~15 KB stalled on some new connections).
+ */
+const WRITABLE_LOW_WATER = 2 * 1200;
 
 /** A no-op handler: the default until the application sets its own. */
 export const NOOP_HANDLER: QuicConnectionHandler = {

@@ -19,6 +19,7 @@
  * bundle when none is set). Every dial reads the store's current material, so new connections
  * use a rotated certificate at once.
  */
+import { X509Certificate } from 'node:crypto';
 import tls from 'node:tls';
 import type { ClusterConfig } from '../../src/config/types.js';
 import { spiffeIdFromSan, spiffeIdOf, type IdentityMaterial, type IdentityStore } from '../../mesh/identity.js';
@@ -117,4 +118,112 @@ function identityChecker(expected: string | null): ServerIdentityCheck {
     checkers.set(key, check);
   }
   return check;
+}
+
+// ---- QUIC (HTTP/3) mesh connections -------------------------------------------------------
+//
+// quiche gives the peer's chain as DER buffers and, for mesh listeners, is configured to
+// accept any chain (protocols/quic/config.ts `verifyClientChain: false`, still requiring a
+// certificate and its CertificateVerify signature), so that a refusal can be logged with the
+// identity the peer presented, as on TCP. The chain is verified here instead.
+
+/** Parsed trust bundle per material: parsed once per rotation, not per connection. */
+const bundles = new WeakMap<IdentityMaterial, readonly X509Certificate[]>();
+const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+const EKU_CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
+const EKU_ANY = '2.5.29.37.0';
+/** Intermediates followed at most (OpenSSL's default depth is 100; mesh chains have 0-2). */
+const MAX_INTERMEDIATES = 8;
+
+function bundleOf(m: IdentityMaterial): readonly X509Certificate[] {
+  let roots = bundles.get(m);
+  if (roots === undefined) {
+    const parsed: X509Certificate[] = [];
+    // IdentityStore validated the bundle (every block parses) before making `m`.
+    for (const block of m.caPem.toString('latin1').match(PEM_CERT) ?? []) parsed.push(new X509Certificate(block));
+    roots = parsed;
+    bundles.set(m, roots);
+  }
+  return roots;
+}
+
+/** null when `c` is within its validity period at `now`, else OpenSSL's name for the problem. */
+function validityProblem(c: X509Certificate, now: number): string | null {
+  if (now < Date.parse(c.validFrom)) return 'CERT_NOT_YET_VALID';
+  if (now > Date.parse(c.validTo)) return 'CERT_HAS_EXPIRED';
+  return null;
+}
+
+function isSignedBy(cert: X509Certificate, issuer: X509Certificate): boolean {
+  try {
+    return cert.checkIssued(issuer) && cert.verify(issuer.publicKey);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Verifies a client certificate chain (DER, leaf first: QuicConnection.peerCertificateChain)
+ * against `m`'s trust bundle, as OpenSSL does for a TLS client: the leaf, within its validity
+ * period and usable for client authentication (extended key usage clientAuth or any, when the
+ * extension is present), is signed through the presented intermediates by a bundle CA; every
+ * issuer on the path is a CA (basicConstraints) within its validity period and its signature
+ * verifies (node:crypto `checkIssued` + `verify`). Not checked (as for TCP, where no CRLs are
+ * configured either): revocation; also not name constraints or path length limits.
+ * Returns the presented SPIFFE ID either way and OpenSSL-style refusal codes
+ * (UNABLE_TO_VERIFY_LEAF_SIGNATURE, CERT_HAS_EXPIRED, ...), like `checkMeshPeer`.
+ */
+export function checkMeshChain(chain: readonly Buffer[], m: IdentityMaterial, now: number = Date.now()): MeshPeer {
+  if (chain.length === 0) return { spiffeId: '', refusal: 'NO_CLIENT_CERTIFICATE' };
+  const certs: X509Certificate[] = [];
+  for (const der of chain) {
+    try {
+      certs.push(new X509Certificate(der));
+    } catch {
+      return { spiffeId: certs.length === 0 ? '' : spiffeIdOf(certs[0]), refusal: 'CERT_PARSE_ERROR' };
+    }
+  }
+  const leaf = certs[0];
+  const spiffeId = spiffeIdOf(leaf);
+  const refuse = (refusal: string): MeshPeer => ({ spiffeId, refusal });
+  const leafValidity = validityProblem(leaf, now);
+  if (leafValidity !== null) return refuse(leafValidity);
+  // node names the extended key usage list `keyUsage`; undefined without the extension.
+  const eku = leaf.keyUsage as readonly string[] | undefined;
+  if (eku !== undefined && !eku.includes(EKU_CLIENT_AUTH) && !eku.includes(EKU_ANY)) return refuse('UNSUPPORTED_CERTIFICATE_PURPOSE');
+  const roots = bundleOf(m);
+  const intermediates = certs.slice(1, 1 + MAX_INTERMEDIATES);
+  let at = leaf;
+  for (let depth = 0; depth <= intermediates.length; depth++) {
+    let problem: string | null = null;
+    for (const root of roots) {
+      if (!isSignedBy(at, root)) continue;
+      problem = root.ca ? validityProblem(root, now) : 'INVALID_CA';
+      if (problem === null) return { spiffeId, refusal: null };
+    }
+    let next: X509Certificate | null = null;
+    for (const c of intermediates) {
+      if (c === at || !isSignedBy(at, c)) continue;
+      const p = c.ca ? validityProblem(c, now) : 'INVALID_CA';
+      if (p === null) {
+        next = c;
+        break;
+      }
+      problem ??= p;
+    }
+    if (next === null) return refuse(problem ?? (depth === 0 ? 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' : 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY'));
+    at = next;
+  }
+  return refuse('CERT_CHAIN_TOO_LONG');
+}
+
+/**
+ * The connect error text for a mesh server whose SPIFFE ID `got` ('' when its certificate has
+ * none) is not `expected` (null: any SPIFFE ID from the bundle), the same text as the TCP
+ * check's; null when it is acceptable. The chain itself was verified by the TLS stack.
+ */
+export function meshIdentityMismatch(got: string, expected: string | null): string | null {
+  if (got === '') return `peer identity mismatch: the server's certificate has no SPIFFE ID${expected === null ? '' : `, expected ${expected}`}`;
+  if (expected !== null && got !== expected) return `peer identity mismatch: the server presented ${got}, expected ${expected}`;
+  return null;
 }
