@@ -181,6 +181,9 @@ listeners:
     routes: inbound
 routes:
   inbound:
+    - match: { prefix: /ops }
+      cluster: service
+      authorize: [spiffe://example.org/ns/ops/sa/admin]
     - match: { prefix: / }
       cluster: service
 clusters:
@@ -361,6 +364,14 @@ ${meshCluster('backend', 'h2', bMesh)}${meshCluster('backend-fresh', 'h2', bMesh
     assert.deepEqual(res.headers['x-skiff-error'], ['SKIFF_ERR_FORBIDDEN']);
     assert.match(res.body.toString('utf8'), new RegExp(`peer ${SPIFFE.intruder} is not allowed on listener inbound-mesh`));
     await waitFor('the denial log line', () => logLines(backend).some((l) => l.msg === 'request denied: peer not authorized' && l.peer === SPIFFE.intruder));
+  });
+
+  it('applies a route\'s own allow list on top of the listener\'s: 403 for a peer allowed on the listener only', async () => {
+    const ops = await curl(['--http2', '--cacert', certs.ca, '--cert', certs.frontend.cert, '--key', certs.frontend.key, `https://127.0.0.1:${bMesh}/ops/restart`]);
+    assert.equal(ops.status, 403, ops.stderr);
+    assert.match(ops.body.toString('utf8'), new RegExp(`peer ${SPIFFE.frontend} is not allowed on this route`));
+    const ok = await curl(['--http2', '--cacert', certs.ca, '--cert', certs.frontend.cert, '--key', certs.frontend.key, `https://127.0.0.1:${bMesh}/echo`]);
+    assert.equal(ok.status, 200, 'the same peer on another route is let through');
   });
 
   it('refuses a backend whose SPIFFE ID is not the cluster\'s peerIdentity: 502 naming the mismatch', async () => {
