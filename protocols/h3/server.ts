@@ -78,7 +78,12 @@ import { QpackDecoderStreamReader, QpackEncoder } from './qpack/encoder.js';
 
 /** A zero-length buffer (FIN without data). */
 export const EMPTY_BUFFER = Buffer.alloc(0);
-const EMPTY = EMPTY_BUFFER;
+/**
+ * What a FIN travels with when no byte is left to carry it (StreamOut.end): a reserved frame
+ * (type 0x21, RFC 9114 §7.2.8), length 0, which every HTTP/3 receiver skips (§9), anywhere on
+ * a request stream (after the trailers and on CONNECT streams included: §4.1, §4.4).
+ */
+const FIN_CARRIER = Buffer.from([0x21, 0x00]);
 /** Bodies up to this size go out as one write (DATA header + payload copied together). */
 const COALESCE_LIMIT = 16 * 1024;
 /** Largest DATA frame header: type (1 byte) + a varint length (up to 8). */
@@ -115,6 +120,11 @@ function hasUpper(s: string): boolean {
  * The send side of one QUIC stream: writes in order, with what quiche did not accept kept
  * until `flush()` (called on onStreamWritable). FIN goes with the last byte. Buffers passed
  * as owned are kept by reference; others (encoder views, scratch) are copied when kept.
+ *
+ * End streams with `end()` (or a last write with `fin`), never a zero-length write with FIN:
+ * quiche 0.18 loses such a FIN when the peer's ACK of the stream's last bytes is processed
+ * before the next send (the send side looks complete, the stream is collected and no FIN
+ * frame ever goes out: cloudflare/quiche#2525); the peer then waits for its idle timeout.
  */
 export class StreamOut {
   readonly conn: QuicConnection;
@@ -159,6 +169,21 @@ export class StreamOut {
     return false;
   }
 
+  /**
+   * Ends the stream without a FIN-only write (see the class comment): the FIN goes with the
+   * last bytes still waiting here, or, when nothing waits, with a 2-byte reserved frame
+   * (FIN_CARRIER). Returns write's answer (true when nothing waits).
+   */
+  end(): boolean {
+    if (this.isClosed) return true;
+    if (this.isFinPending) return false;
+    if (this.pending.length > 0) {
+      this.isFinPending = true;
+      return false;
+    }
+    return this.write(FIN_CARRIER, true, true);
+  }
+
   /** Writes what waits; returns true when everything (and a pending FIN) went out. */
   flush(): boolean {
     if (this.isClosed) return true;
@@ -182,9 +207,9 @@ export class StreamOut {
     }
     if (i > 0) list.splice(0, i);
     if (list.length === 0 && this.isFinPending && !this.isClosed) {
-      const n = this.conn.streamWrite(this.id, EMPTY, true);
-      if (n < 0) this.fail();
-      else this.isClosed = true;
+      // Not reached (the FIN waits on the last pending buffer); never a FIN alone all the same.
+      this.isFinPending = false;
+      return this.write(FIN_CARRIER, true, true);
     }
     return list.length === 0 && (this.isClosed || !this.isFinPending);
   }
@@ -641,7 +666,7 @@ export class H3ServerStream implements DownstreamWriter, FrameSource {
       fields.length = 0;
       this.out.write(frame, false, true);
     } else {
-      this.out.write(EMPTY, true, true);
+      this.out.end();
     }
     this.checkSent();
   }
@@ -790,6 +815,15 @@ export class H3ServerSession extends H3Session {
   readonly streams: Map<number, H3ServerStream>;
   /** Highest client bidi stream id seen + 4 (what GOAWAY announces). */
   nextStreamId: number;
+  /**
+   * Client bidi ids below nextStreamId not seen yet. QUIC does not order streams: a higher id
+   * can arrive (and be delivered by the driver) before a lower one, which is then new, not
+   * late bytes of a finished stream. Any other id below nextStreamId is finished (or still in
+   * `streams`). Bounded by the stream limit: quiche counts a skipped id as opened, and its
+   * credit comes back only once the stream is used and collected, so there are never more
+   * than initial_max_streams_bidi (256) of them.
+   */
+  private readonly unseen: Set<number>;
   /** GOAWAY sent: streams at or above this id are refused. -1 before. */
   goawayId: number;
   /** The client certificate's SPIFFE ID (mutual TLS), read once per connection; '' without. */
@@ -800,6 +834,7 @@ export class H3ServerSession extends H3Session {
     this.listener = listener;
     this.streams = new Map();
     this.nextStreamId = 0;
+    this.unseen = new Set();
     this.goawayId = -1;
     this.peerIdentity = peerIdentity;
   }
@@ -813,22 +848,40 @@ export class H3ServerSession extends H3Session {
     let s = this.streams.get(id);
     if (s === undefined) {
       if ((id & 3) !== 0) return; // server-initiated bidi: we never open any
-      if (id < this.nextStreamId) return; // a stream we already finished: late bytes
       if (this.goawayId >= 0 && id >= this.goawayId) {
         this.quic.streamShutdown(id, 'read', H3_REQUEST_REJECTED);
         this.quic.streamShutdown(id, 'write', H3_REQUEST_REJECTED);
         return;
       }
+      if (!this.claim(id)) return; // a stream we already finished: late bytes
       s = new H3ServerStream(this, id);
       this.streams.set(id, s);
-      this.nextStreamId = id + 4;
     }
     s.onWire(data, fin);
   }
 
+  /**
+   * True when `id` (a client bidi stream, not in `streams`) was never seen: it is recorded as
+   * seen, ids it skips become `unseen`. False for a stream already seen (so finished).
+   */
+  private claim(id: number): boolean {
+    if (id < this.nextStreamId) return this.unseen.delete(id);
+    for (let skipped = this.nextStreamId; skipped < id; skipped += 4) this.unseen.add(skipped);
+    this.nextStreamId = id + 4;
+    return true;
+  }
+
   protected onRequestReset(id: number, _code: number): void {
     const s = this.streams.get(id);
-    if (s !== undefined) s.onPeerAbort(false);
+    if (s !== undefined) {
+      s.onPeerAbort(false);
+      return;
+    }
+    if ((id & 3) !== 0 || !this.claim(id)) return;
+    // Reset before any byte of it was read: no request. Close our (unused) send side so quiche
+    // can collect the stream and return its credit (as H3ServerStream.onPeerAbort does).
+    this.quic.streamShutdown(id, 'write', H3_REQUEST_CANCELLED);
+    this.closeIfDrained();
   }
 
   protected onRequestStopSending(id: number, _code: number): void {
@@ -854,15 +907,24 @@ export class H3ServerSession extends H3Session {
   /** Forgets a finished stream; a draining session with none left closes. */
   forget(s: H3ServerStream): void {
     if (this.streams.get(s.id) === s) this.streams.delete(s.id);
-    if (this.goawayId >= 0 && this.streams.size === 0) this.quic.close(H3_NO_ERROR, '');
+    this.closeIfDrained();
   }
 
-  /** GOAWAY with the next stream id: requests already received finish, later ones are refused. */
+  /**
+   * GOAWAY with the next stream id: requests already received finish, later ones are refused.
+   * Requests below it that have not arrived yet (`unseen`: overtaken by a higher id) are
+   * still served: the client was told they may have been processed.
+   */
   goaway(): void {
     if (this.goawayId >= 0 || this.isConnectionClosed) return;
     this.goawayId = this.nextStreamId;
     this.sendGoaway(this.goawayId);
-    if (this.streams.size === 0) this.quic.close(H3_NO_ERROR, '');
+    this.closeIfDrained();
+  }
+
+  /** After GOAWAY: closes once no request is in progress or still expected below the GOAWAY id. */
+  private closeIfDrained(): void {
+    if (this.goawayId >= 0 && this.streams.size === 0 && this.unseen.size === 0) this.quic.close(H3_NO_ERROR, '');
   }
 }
 

@@ -40,9 +40,9 @@ import type { ClusterConfig, SocketAddress } from '../../src/config/types.js';
 import { spiffeIdOf, type IdentityMaterial, type IdentityStore } from '../../mesh/identity.js';
 import { QuicEndpoint, QuicErrorCode, createClientConfig, type QuicConfig, type QuicConnection, type QuicError } from '../quic/index.js';
 import { meshIdentityMismatch } from '../tls/mesh.js';
-import { H3Error, H3_GENERAL_PROTOCOL_ERROR, H3_NO_ERROR, H3_REQUEST_CANCELLED, H3_REQUEST_REJECTED } from './frames.js';
+import { H3Error, H3_GENERAL_PROTOCOL_ERROR, H3_NO_ERROR, H3_REQUEST_CANCELLED, H3_REQUEST_REJECTED, H3_STREAM_CREATION_ERROR } from './frames.js';
 import { MessageKind, MessageReader, type MessageHandler } from './message.js';
-import { EMPTY_BUFFER, H3Session, StreamOut, appendLowerFields, asBuffer, writeDataFrame } from './server.js';
+import { H3Session, StreamOut, appendLowerFields, asBuffer, writeDataFrame } from './server.js';
 
 /** Upper bound on streams per connection whatever the peer allows. */
 const MAX_STREAMS_CAP = 1000;
@@ -160,14 +160,26 @@ class H3ClientSession extends H3Session {
     this.streams = new Map();
   }
 
+  /**
+   * Our streams are known by id from openBidi() on, whatever order the server's bytes arrive
+   * in; an id not in `streams` is one we finished (late bytes: ignored). A server-initiated
+   * bidi stream is a connection error (RFC 9114 §6.1): quiche would let the server open up
+   * to our initial_max_streams_bidi of them, and an ignored one would stay open for good.
+   */
   protected onRequestData(id: number, data: Buffer, fin: boolean): void {
     const ex = this.streams.get(id);
     if (ex !== undefined) ex.onWire(data, fin);
+    else if ((id & 1) !== 0) this.refuseServerBidi();
   }
 
   protected onRequestReset(id: number, code: number): void {
     const ex = this.streams.get(id);
     if (ex !== undefined) ex.onPeerReset(code, false);
+    else if ((id & 1) !== 0) this.refuseServerBidi();
+  }
+
+  private refuseServerBidi(): void {
+    this.connectionError(new H3Error(H3_STREAM_CREATION_ERROR, 'server-initiated bidirectional stream'));
   }
 
   protected onRequestStopSending(id: number, code: number): void {
@@ -517,7 +529,7 @@ class H3UpstreamExchange implements FrameSink, FrameSource {
       fields.length = 0;
       this.out.write(frame, false, true);
     } else {
-      this.out.write(EMPTY_BUFFER, true, true);
+      this.out.end();
     }
   }
 

@@ -92,15 +92,20 @@ class ClientSession extends H3Session {
   override onEstablished(conn: QuicConnection): void {
     if (!this.skipControl) super.onEstablished(conn);
   }
-  /** Writes what the request still has to send (body chunks, trailers, FIN). */
+  /**
+   * Writes what the request still has to send (body chunks, trailers, FIN). The FIN goes
+   * with the last DATA frame (or the trailers), never alone: quiche 0.18 can lose a FIN-only
+   * write (cloudflare/quiche#2525, see StreamOut); an empty body ends with StreamOut.end().
+   */
   pump(p: PendingRequest): void {
     while (p.bodyIndex < p.body.length) {
       const chunk = p.body[p.bodyIndex++];
-      if (!writeDataFrame(p.out, this.scratch, chunk, false)) return;
+      const isLast = p.bodyIndex === p.body.length && p.trailerFrame === null;
+      if (!writeDataFrame(p.out, this.scratch, chunk, isLast)) return;
     }
     if (p.out.isFinPending || p.out.isClosed) return;
     if (p.trailerFrame !== null) p.out.write(p.trailerFrame, true, true);
-    else p.out.write(EMPTY_BUFFER, true, true);
+    else p.out.end();
   }
   protected onRequestData(id: number, data: Buffer, fin: boolean): void {
     const r = this.raw.get(id);
