@@ -21,6 +21,7 @@ export const ErrorCode = {
   Overloaded: 'SKIFF_ERR_OVERLOADED',
   NoCluster: 'SKIFF_ERR_NO_CLUSTER',
   Timeout: 'SKIFF_ERR_TIMEOUT',
+  RequestTimeout: 'SKIFF_ERR_REQUEST_TIMEOUT',
   ConnectTimeout: 'SKIFF_ERR_CONNECT_TIMEOUT',
   DownstreamReset: 'SKIFF_ERR_DOWNSTREAM_RESET',
   BufferOverflow: 'SKIFF_ERR_BUFFER_OVERFLOW',
@@ -77,6 +78,7 @@ const STATUS_BY_CODE: Record<ErrorCode, number> = {
   SKIFF_ERR_OVERLOADED: 503,
   SKIFF_ERR_NO_CLUSTER: 503,
   SKIFF_ERR_TIMEOUT: 504,
+  SKIFF_ERR_REQUEST_TIMEOUT: 408,
   SKIFF_ERR_CONNECT_TIMEOUT: 504,
   SKIFF_ERR_DOWNSTREAM_RESET: 499,
   SKIFF_ERR_STALE_CONTEXT: 500,
@@ -106,7 +108,7 @@ export function errorResponse(err: SkiffError): ErrorResponse {
  * error: NR no route, NC no cluster, UH no healthy upstream, UF upstream connect failure,
  * UO upstream overflow, UT upstream request timeout, UC upstream connection termination,
  * UPE upstream protocol error, DC downstream connection termination, DPE downstream protocol
- * error. Codes without an Envoy flag map to '-', as a request without an error does.
+ * error, SI stream idle timeout (a request body that stopped arriving). Codes without an Envoy flag map to '-', as a request without an error does.
  */
 const FLAG_BY_CODE: Record<ErrorCode, string> = {
   SKIFF_ERR_BAD_REQUEST: 'DPE',
@@ -123,6 +125,7 @@ const FLAG_BY_CODE: Record<ErrorCode, string> = {
   SKIFF_ERR_OVERLOADED: 'UO',
   SKIFF_ERR_NO_CLUSTER: 'NC',
   SKIFF_ERR_TIMEOUT: 'UT',
+  SKIFF_ERR_REQUEST_TIMEOUT: 'SI',
   SKIFF_ERR_CONNECT_TIMEOUT: 'UF',
   SKIFF_ERR_DOWNSTREAM_RESET: 'DC',
   SKIFF_ERR_STALE_CONTEXT: '-',

@@ -64,6 +64,8 @@ export class H1ServerSettings {
   readonly maxHeaderBytes: number;
   readonly headersTimeoutMs: number;
   readonly keepAliveTimeoutMs: number;
+  /** Longest pause between pieces of a request body; 0 = none. */
+  readonly bodyTimeoutMs: number;
   readonly headLimits: HeadLimits;
   /** `alt-svc` value added to every response ('' for none): the listener's HTTP/3 port. */
   altSvc: string;
@@ -86,12 +88,14 @@ export class H1ServerSettings {
     this.maxHeaderBytes = limits.maxHeaderBytes;
     this.headersTimeoutMs = limits.headersTimeoutMs;
     this.keepAliveTimeoutMs = limits.keepAliveTimeoutMs;
+    this.bodyTimeoutMs = limits.requestBodyTimeoutMs;
     this.headLimits = { maxFields: MAX_FIELDS };
     this.altSvc = '';
     this.conns = new Set();
     this.isDraining = false;
     this.sweepTimer = null;
-    this.sweepMs = Math.max(50, Math.min(1000, Math.min(this.headersTimeoutMs, this.keepAliveTimeoutMs) >>> 2));
+    const shortest = Math.min(this.headersTimeoutMs, this.keepAliveTimeoutMs, this.bodyTimeoutMs > 0 ? this.bodyTimeoutMs : Infinity);
+    this.sweepMs = Math.max(50, Math.min(1000, shortest >>> 2));
   }
 
   add(conn: H1ServerConn): void {
@@ -300,6 +304,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     if (ctx.hasRequestBody) {
       ctx.requestBody.source = this;
       this.state = ReadState.Body;
+      this.armBodyTimeout();
       this.bodyRemaining = head.contentLength;
       if (head.isChunked) this.decoder.reset();
     } else {
@@ -319,6 +324,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     const ctx = this.ctx as RequestContext;
     const head = this.head as RequestHead;
     if (head.isChunked) {
+      this.armBodyTimeout();
       const used = this.decoder.feed(buf, off, this);
       if (used < 0) {
         this.bodyError(`malformed chunked body: ${this.decoder.error}`);
@@ -326,6 +332,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
       }
       return used;
     }
+    this.armBodyTimeout();
     const avail = buf.length - off;
     const n = avail < this.bodyRemaining ? avail : this.bodyRemaining;
     this.bodyRemaining -= n;
@@ -352,6 +359,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     const ctx = this.ctx;
     if (ctx === null || this.state !== ReadState.Body) return;
     this.state = ReadState.Idle;
+    this.deadline = 0;
     ctx.requestBody.end();
     ctx.release(Hold.RequestBody);
     if (this.isResponseDone) this.nextRequest();
@@ -385,11 +393,20 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
   pauseSource(): void {
     this.isPausedByQueue = true;
     this.socket.pause();
+    // Our own backpressure: the client is not stalling, so its body clock stops.
+    if (this.state === ReadState.Body) this.deadline = 0;
   }
 
   resumeSource(): void {
     this.isPausedByQueue = false;
     if (this.state !== ReadState.Closed) this.socket.resume();
+    this.armBodyTimeout();
+  }
+
+  /** Restarts the body-idle clock while a request body is being read (and not paused by us). */
+  private armBodyTimeout(): void {
+    const ms = this.settings.bodyTimeoutMs;
+    if (ms > 0 && this.state === ReadState.Body && !this.isPausedByQueue) this.deadline = performance.now() + ms;
   }
 
   // ---- DownstreamWriter -----------------------------------------------------------------
@@ -573,6 +590,19 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
 
   onTimeout(): void {
     this.deadline = 0;
+    if (this.state === ReadState.Body && !this.isPausedByQueue) {
+      // Slowloris on the body: the request fails with 408 (or, after the response head, the
+      // connection closes); the rest of the body is never read.
+      const ctx = this.ctx;
+      this.isCloseAfter = true;
+      this.state = ReadState.Closed;
+      if (ctx === null) return;
+      const err = new SkiffError(ErrorCode.RequestTimeout, 'downstream', `request body stalled for ${this.settings.bodyTimeoutMs} ms`);
+      ctx.requestBody.reset(err);
+      ctx.release(Hold.RequestBody);
+      this.settings.engine.fail(ctx, this.gen, err);
+      return;
+    }
     if (this.state !== ReadState.Head) return;
     if (this.pending !== null) {
       this.rejectHead(new ParseError(ParseErrorKind.Timeout, 'request head did not arrive in time'));

@@ -62,6 +62,7 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   maxHeaderBytes: 16384,
   streamBufferBytes: 256 * 1024,
   headersTimeoutMs: 10_000,
+  requestBodyTimeoutMs: 30_000,
   keepAliveTimeoutMs: 60_000,
   drainTimeoutMs: 20_000,
 });
@@ -230,6 +231,7 @@ function build(raw: RawConfig, source: string, baseDir: string, version: number,
           maxHeaderBytes: raw.limits.maxHeaderBytes ?? DEFAULT_LIMITS.maxHeaderBytes,
           streamBufferBytes: raw.limits.streamBufferBytes ?? DEFAULT_LIMITS.streamBufferBytes,
           headersTimeoutMs: raw.limits.headersTimeout ?? DEFAULT_LIMITS.headersTimeoutMs,
+          requestBodyTimeoutMs: raw.limits.requestBodyTimeout ?? DEFAULT_LIMITS.requestBodyTimeoutMs,
           keepAliveTimeoutMs: raw.limits.keepAliveTimeout ?? DEFAULT_LIMITS.keepAliveTimeoutMs,
           drainTimeoutMs: raw.limits.drainTimeout ?? DEFAULT_LIMITS.drainTimeoutMs,
         });

@@ -211,6 +211,7 @@ const limitsSchema = z.strictObject({
   maxHeaderBytes: positiveSize.optional(),
   streamBufferBytes: positiveSize.optional(),
   headersTimeout: duration.optional(),
+  requestBodyTimeout: duration.optional(),
   keepAliveTimeout: duration.optional(),
   drainTimeout: duration.optional(),
 });

@@ -159,6 +159,12 @@ export interface Limits {
   readonly streamBufferBytes: number;
   /** Time allowed for a request head to arrive on a connection. */
   readonly headersTimeoutMs: number;
+  /**
+   * Longest pause between two pieces of a request body (slowloris on bodies): 408 before the
+   * response started, the connection closed after; 0 disables it. Time the body spends paused
+   * by Skiff's own backpressure does not count. HTTP/1.1 listeners.
+   */
+  readonly requestBodyTimeoutMs: number;
   /** Idle keep-alive time of a downstream connection. */
   readonly keepAliveTimeoutMs: number;
   /** How long SIGTERM waits for in-flight requests. */

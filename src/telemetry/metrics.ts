@@ -57,7 +57,7 @@ const BYTE_BOUNDS = Float64Array.from(BYTE_BUCKETS);
 const DURATION_LE = DURATION_BUCKETS_MS.map(String);
 const BYTE_LE = BYTE_BUCKETS.map(String);
 
-const FLAGS = ['-', 'NR', 'NC', 'UH', 'UF', 'UO', 'UT', 'UC', 'UPE', 'DC', 'DPE'];
+const FLAGS = ['-', 'NR', 'NC', 'UH', 'UF', 'UO', 'UT', 'UC', 'UPE', 'DC', 'DPE', 'SI'];
 const FLAG_INDEX = new Map(FLAGS.map((f, i) => [f, i]));
 
 /** Index of the first bucket whose bound is >= v; bounds.length for +Inf. */

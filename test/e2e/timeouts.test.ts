@@ -1,6 +1,8 @@
 // Connection timeouts of the HTTP/1.1 listener: a request head that stops arriving gets 408 and
-// the connection closes (slowloris on heads); an idle keep-alive connection is closed after
-// keepAliveTimeout; an active request is never cut by either.
+// the connection closes (slowloris on heads); a request body that stops arriving gets 408
+// SKIFF_ERR_REQUEST_TIMEOUT (slowloris on bodies) while a slow but steady one gets through;
+// an idle keep-alive connection is closed after keepAliveTimeout; an active request is never
+// cut by any of them.
 import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -13,8 +15,15 @@ let listen = 0;
 
 before(async () => {
   upstream = http.createServer((req, res) => {
+    if (req.url === '/upload') {
+      // Answers only once the whole body arrived, with its size.
+      let n = 0;
+      req.on('data', (c: Buffer) => { n += c.length; });
+      req.on('end', () => res.end(`got ${n}`));
+      return;
+    }
     req.resume();
-    // /slow answers after 1.2 s: longer than both timeouts below.
+    // /slow answers after 1.2 s: longer than every timeout below.
     setTimeout(() => res.end('ok'), req.url === '/slow' ? 1200 : 0);
   });
   await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()));
@@ -22,7 +31,7 @@ before(async () => {
   const [l, admin] = await freePorts(2);
   listen = l;
   sk = await startSkiff(`admin: { address: 127.0.0.1:${admin} }
-limits: { headersTimeout: 300ms, keepAliveTimeout: 500ms }
+limits: { headersTimeout: 300ms, keepAliveTimeout: 500ms, requestBodyTimeout: 400ms }
 listeners:
   - { name: in, address: 127.0.0.1:${listen}, protocols: [http1], routes: r }
 routes:
@@ -57,6 +66,42 @@ it('a request head that stops arriving gets 408 and a close', async () => {
   assert.match(r.data, /^HTTP\/1\.1 408 /);
   assert.match(r.data, /x-skiff-error: SKIFF_ERR_BAD_REQUEST/);
   assert.ok(r.closedAfterMs < 3000, `closed after ${r.closedAfterMs} ms`);
+});
+
+/** Connects, sends `parts` with `gapMs` between them, collects until the server closes. */
+function trickle(parts: readonly string[], gapMs: number, maxMs: number): Promise<{ data: string; closedAfterMs: number }> {
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    const s = net.connect(listen, '127.0.0.1');
+    let data = '';
+    let i = 0;
+    const next = (): void => {
+      if (i >= parts.length || s.destroyed) return;
+      s.write(parts[i++]);
+      setTimeout(next, gapMs).unref();
+    };
+    s.on('connect', next);
+    s.on('data', (d: Buffer) => { data += d.toString('latin1'); });
+    s.on('error', reject);
+    s.on('close', () => resolve({ data, closedAfterMs: Date.now() - started }));
+    setTimeout(() => s.destroy(), maxMs).unref();
+  });
+}
+
+it('a request body that stops arriving gets 408 SKIFF_ERR_REQUEST_TIMEOUT and a close', async () => {
+  const r = await trickle(['POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n', 'x'.repeat(100)], 10, 5000);
+  assert.match(r.data, /^HTTP\/1\.1 408 /);
+  assert.match(r.data, /x-skiff-error: SKIFF_ERR_REQUEST_TIMEOUT/);
+  assert.match(r.data, /request body stalled for 400 ms/);
+  assert.ok(r.closedAfterMs >= 350 && r.closedAfterMs < 3000, `closed after ${r.closedAfterMs} ms`);
+});
+
+it('a slow but steady request body is not cut by the body timeout', async () => {
+  // Ten pieces 150 ms apart: 1.5 s in all, each gap well under the 400 ms limit.
+  const parts = ['POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n', ...Array.from({ length: 10 }, () => 'y'.repeat(100))];
+  const r = await trickle(parts, 150, 8000);
+  assert.match(r.data, /^HTTP\/1\.1 200 /);
+  assert.match(r.data, /\r\n\r\ngot 1000$/);
 });
 
 it('an idle keep-alive connection closes after keepAliveTimeout, not before', async () => {

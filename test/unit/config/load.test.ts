@@ -74,6 +74,7 @@ describe('parseConfig: valid input', () => {
       maxHeaderBytes: 16384,
       streamBufferBytes: 262144,
       headersTimeoutMs: 10_000,
+      requestBodyTimeoutMs: 30_000,
       keepAliveTimeoutMs: 60_000,
       drainTimeoutMs: 20_000,
     });
@@ -230,6 +231,7 @@ describe('parseConfig: valid input', () => {
       maxHeaderBytes: 65536,
       streamBufferBytes: 1048576,
       headersTimeoutMs: 250,
+      requestBodyTimeoutMs: 30_000,
       keepAliveTimeoutMs: 120_000,
       drainTimeoutMs: 3_600_000,
     });
