@@ -15,7 +15,7 @@ import { ErrorCode, SkiffError } from './errors.js';
 import { FrameQueue, type FrameSink } from './frames.js';
 import type { ClusterConfig, ConfigSnapshot, RouteConfig } from './config/types.js';
 import type { RequestTrace } from './telemetry/request-trace.js';
-import type { EndpointPool } from './pool/endpoint-pool.js';
+import type { EndpointPool, PoolWaiter } from './pool/endpoint-pool.js';
 import type { ClusterState } from './pool/balancer.js';
 
 export type RequestProtocol = 'http1' | 'h2' | 'h3';
@@ -85,6 +85,8 @@ export class RequestContext {
   isAttemptActive: boolean;
   /** Per-try timeout or retry backoff (never both at once). */
   tryTimer: NodeJS.Timeout | null;
+  /** Its place in an endpoint pool's wait queue while it waits for a connection; null otherwise. */
+  poolWaiter: PoolWaiter | null;
   // ---- bodies ----
   requestBody: FrameQueue;
   responseBody: FrameQueue;
@@ -147,6 +149,7 @@ export class RequestContext {
     this.attempts = 0;
     this.isAttemptActive = false;
     this.tryTimer = null;
+    this.poolWaiter = null;
     this.requestBody = new FrameQueue(bufferBytes);
     this.responseBody = new FrameQueue(bufferBytes);
     this.downstream = null;
@@ -213,6 +216,7 @@ export class RequestContext {
     this.isAttemptActive = false;
     if (this.tryTimer !== null) clearTimeout(this.tryTimer);
     this.tryTimer = null;
+    this.poolWaiter = null;
     this.requestBody.recycle(bufferBytes);
     this.responseBody.recycle(bufferBytes);
     this.downstream = null;

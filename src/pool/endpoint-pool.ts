@@ -20,7 +20,18 @@ interface Waiter {
   reject(err: SkiffError): void;
   timer: NodeJS.Timeout | null;
   isDone: boolean;
+  holder: WaiterHolder | null;
 }
+
+/** A request's place in a pool's wait queue, opaque outside the pool. */
+export type PoolWaiter = object;
+
+/** Who waits (the request context): told its waiter so it can leave the queue when aborted. */
+export interface WaiterHolder {
+  poolWaiter: PoolWaiter | null;
+}
+
+const WAIT_CANCELLED = new SkiffError(ErrorCode.DownstreamReset, 'downstream', 'request left the connection queue');
 
 export class EndpointPool implements ConnEvents {
   readonly key: string;
@@ -85,7 +96,7 @@ export class EndpointPool implements ConnEvents {
   }
 
   /** The cold path: connect (or wait for a slot) until `deadlineMs` from now. */
-  acquireSlow(deadlineMs: number): Promise<UpstreamConn> {
+  acquireSlow(deadlineMs: number, holder: WaiterHolder | null = null): Promise<UpstreamConn> {
     this.slowAcquires++;
     if (this.isClosed || this.isDraining) return Promise.reject(new SkiffError(ErrorCode.NoEndpoint, 'internal', 'endpoint removed', true));
     const hit = this.tryAcquire();
@@ -94,11 +105,12 @@ export class EndpointPool implements ConnEvents {
       return Promise.reject(new SkiffError(ErrorCode.Overloaded, 'internal', `too many requests waiting for ${this.key}`, true));
     }
     return new Promise<UpstreamConn>((resolve, reject) => {
-      const waiter: Waiter = { resolve, reject, timer: null, isDone: false };
+      const waiter: Waiter = { resolve, reject, timer: null, isDone: false, holder };
+      if (holder !== null) holder.poolWaiter = waiter;
       if (deadlineMs > 0) {
         waiter.timer = setTimeout(() => {
           if (waiter.isDone) return;
-          waiter.isDone = true;
+          this.finishWaiter(waiter);
           this.removeWaiter(waiter);
           reject(new SkiffError(ErrorCode.ConnectTimeout, 'upstream', `no connection to ${this.key} within ${deadlineMs} ms`, true));
         }, deadlineMs);
@@ -184,7 +196,23 @@ export class EndpointPool implements ConnEvents {
     w.isDone = true;
     if (w.timer !== null) clearTimeout(w.timer);
     w.timer = null;
+    const h = w.holder;
+    if (h !== null && h.poolWaiter === w) h.poolWaiter = null;
+    w.holder = null;
   }
+
+  /**
+   * Takes an aborted request out of the wait queue at once (its promise rejects), so a burst of
+   * requests reset while waiting does not hold the queue until connections free up.
+   */
+  cancelWaiter(waiter: PoolWaiter): void {
+    const w = waiter as Waiter;
+    if (w.isDone) return;
+    this.finishWaiter(w);
+    this.removeWaiter(w);
+    w.reject(WAIT_CANCELLED);
+  }
+
 
   private removeWaiter(w: Waiter): void {
     const i = this.waiters.indexOf(w);

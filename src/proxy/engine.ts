@@ -169,7 +169,7 @@ export class ProxyEngine implements UpstreamHandler {
     const state = pool.clusterState;
     state.pendingRequests++;
     const started = performance.now();
-    pool.acquireSlow(deadlineMs).then(
+    pool.acquireSlow(deadlineMs, ctx).then(
       (conn) => {
         state.pendingRequests--;
         if (!ctx.isLive(gen) || ctx.error !== null || ctx.isFinished) {
@@ -429,6 +429,9 @@ export class ProxyEngine implements UpstreamHandler {
   }
 
   private cancelUpstream(ctx: RequestContext, err: SkiffError): void {
+    // Still waiting for a connection: leave the queue now (the rejection is ignored, the
+    // request being over), not when a connection would have been handed to it.
+    if (ctx.poolWaiter !== null && ctx.endpoint !== null) ctx.endpoint.cancelWaiter(ctx.poolWaiter);
     const handle = ctx.upstreamHandle;
     ctx.upstreamHandle = null;
     ctx.isUpstreamDone = true;
