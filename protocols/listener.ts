@@ -11,6 +11,7 @@ import type { ContextArena } from '../src/arena.js';
 import type { Limits, ListenerConfig } from '../src/config/types.js';
 import type { ProxyEngine } from '../src/proxy/engine.js';
 import type { IdentityLog, IdentityStore } from '../mesh/identity.js';
+import { LogBudget } from '../src/telemetry/log-budget.js';
 import { H1ServerConn, H1ServerSettings } from './h1/server-conn.js';
 import { checkMeshPeer, meshServerOptions, watchRotation } from './tls/mesh.js';
 import { H2Listener } from './h2/server.js';
@@ -37,8 +38,7 @@ export class Listener {
   private readonly log: IdentityLog | null;
   /** Mesh handshakes refused (untrusted or missing peer certificate). */
   meshRefusals: number;
-  private refusalSecond: number;
-  private refusalsThisSecond: number;
+  private readonly refusalLog: LogBudget;
 
   /**
    * `identity` is required for `tls: mesh` listeners (mTLS with the identity certificate, peers
@@ -74,8 +74,7 @@ export class Listener {
     this.unwatchIdentity = null;
     this.log = log;
     this.meshRefusals = 0;
-    this.refusalSecond = 0;
-    this.refusalsThisSecond = 0;
+    this.refusalLog = new LogBudget(REFUSALS_LOGGED_PER_SECOND);
     if (config.meshTls && identity !== null) {
       const alpn: string[] = [];
       if (hasH2) alpn.push('h2');
@@ -226,15 +225,9 @@ export class Listener {
   private logMeshFailure(remote: string | null, peer: string, reason: string, msg: string): void {
     const log = this.log;
     if (log === null) return;
-    const second = Math.floor(performance.now() / 1000);
-    if (second !== this.refusalSecond) {
-      if (this.refusalsThisSecond > REFUSALS_LOGGED_PER_SECOND) {
-        log.warn({ listener: this.config.name, suppressed: this.refusalsThisSecond - REFUSALS_LOGGED_PER_SECOND }, 'more mesh handshakes refused than logged');
-      }
-      this.refusalSecond = second;
-      this.refusalsThisSecond = 0;
-    }
-    if (++this.refusalsThisSecond > REFUSALS_LOGGED_PER_SECOND) return;
+    const allowed = this.refusalLog.take(performance.now());
+    if (this.refusalLog.suppressed > 0) log.warn({ listener: this.config.name, suppressed: this.refusalLog.suppressed }, 'more mesh handshakes refused than logged');
+    if (!allowed) return;
     log.warn({ listener: this.config.name, peer: peer === '' ? null : peer, remote, reason }, msg);
   }
 

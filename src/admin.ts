@@ -78,8 +78,8 @@ export function clustersOf(view: AdminView): object {
           address: key,
           // No active health checking: an endpoint is unhealthy while its connects fail or
           // while outlier detection has it ejected.
-          health: p === undefined ? 'unknown' : p.stats.isEjected(now) || p.consecutiveConnectFailures > 0 ? 'unhealthy' : 'healthy',
-          consecutiveConnectFailures: p === undefined ? 0 : p.consecutiveConnectFailures,
+          health: p === undefined ? 'unknown' : p.stats.isEjected(now) || p.stats.consecutiveConnectFailures > 0 ? 'unhealthy' : 'healthy',
+          consecutiveConnectFailures: p === undefined ? 0 : p.stats.consecutiveConnectFailures,
           consecutive5xx: p === undefined ? 0 : p.stats.consecutive5xx,
           /** Peak-EWMA latency estimate (what the p2c-ewma balancer compares). */
           latencyEwmaMs: p === undefined || p.stats.ewmaStamp === 0 ? null : round3(p.stats.cost(now)),

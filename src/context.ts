@@ -74,7 +74,6 @@ export class RequestContext {
   snapshot: ConfigSnapshot | null;
   route: RouteConfig | null;
   cluster: ClusterConfig | null;
-  endpointKey: string;
   /** The endpoint's pool the request was sent to; null before one is picked. */
   endpoint: EndpointPool | null;
   /** The cluster's shared state while this request counts against its breakers; null otherwise. */
@@ -143,7 +142,6 @@ export class RequestContext {
     this.snapshot = null;
     this.route = null;
     this.cluster = null;
-    this.endpointKey = '';
     this.endpoint = null;
     this.clusterState = null;
     this.attempts = 0;
@@ -209,7 +207,6 @@ export class RequestContext {
     this.snapshot = null;
     this.route = null;
     this.cluster = null;
-    this.endpointKey = '';
     this.endpoint = null;
     this.clusterState = null;
     this.attempts = 0;

@@ -627,12 +627,12 @@ function buildCases(): MetricsCase[] {
     batch: BATCH,
     op: OP,
     run: () => {
-      for (let i = 0; i < BATCH; i++) metricsE.observe(contextsE[posE++ & MASK]);
+      for (let i = 0; i < BATCH; i++) metricsE.observe(contextsE[posE++ & MASK], performance.now());
       sink.count += posE & 1;
     },
     check: async () => {
       const m = new Metrics('bench', source);
-      for (const ctx of contextsE) m.observe(ctx);
+      for (const ctx of contextsE) m.observe(ctx, performance.now());
       const text = await m.scrape();
       checkScrape(text, 20, STREAM_SIZE, '(e)');
     },

@@ -52,8 +52,6 @@ export class EndpointPool implements ConnEvents {
   slowAcquires: number;
   connectsStarted: number;
   connectFailures: number;
-  /** Connect failures since the last successful connect (0: the endpoint looks healthy). */
-  consecutiveConnectFailures: number;
   /** Balancer and outlier-detection state (src/pool/balancer.ts). */
   readonly stats: EndpointStats;
   /** The cluster's shared state (circuit breakers, retry budget); set by UpstreamPools. */
@@ -75,7 +73,6 @@ export class EndpointPool implements ConnEvents {
     this.slowAcquires = 0;
     this.connectsStarted = 0;
     this.connectFailures = 0;
-    this.consecutiveConnectFailures = 0;
     this.stats = new EndpointStats();
     this.clusterState = clusterState ?? new ClusterState(cluster.name);
   }
@@ -145,7 +142,6 @@ export class EndpointPool implements ConnEvents {
 
   private onConnected(conn: UpstreamConn): void {
     this.connecting--;
-    this.consecutiveConnectFailures = 0;
     if (this.isClosed) {
       conn.close();
       return;
@@ -161,7 +157,6 @@ export class EndpointPool implements ConnEvents {
   private onConnectFailed(err: unknown): void {
     this.connecting--;
     this.connectFailures++;
-    this.consecutiveConnectFailures++;
     const e = err instanceof SkiffError ? err : new SkiffError(ErrorCode.UpstreamConnect, 'upstream', String(err), true, err);
     // A failed connect fails the waiters it was opened for (fail fast), not the whole queue:
     // with several connects in flight the others may still succeed.

@@ -30,7 +30,7 @@ export interface RequestObserver {
   /** A request entered the engine: its id is set, nothing is routed yet. */
   onRequestStart(ctx: RequestContext): void;
   /**
-   * An upstream attempt is about to be dispatched (`ctx.endpointKey` is set). The observer may
+   * An upstream attempt is about to be dispatched (`ctx.endpoint` is set). The observer may
    * fill `ctx.traceHeaders` (and `ctx.traceFields`) to propagate trace context upstream.
    */
   onUpstreamStart(ctx: RequestContext): void;
@@ -106,7 +106,7 @@ export class ProxyEngine implements UpstreamHandler {
     }
     state.activeRequests++;
     ctx.clusterState = state;
-    state.budget.onRequest(performance.now());
+    state.budget.onRequest(ctx.startTime);
     if (route.timeoutMs > 0) ctx.timer = setTimeout(onRouteTimeout, route.timeoutMs, this, ctx, gen);
     this.startAttempt(ctx, gen, cluster, null);
   }
@@ -118,7 +118,6 @@ export class ProxyEngine implements UpstreamHandler {
       this.fail(ctx, gen, new SkiffError(ErrorCode.NoEndpoint, 'internal', `cluster ${cluster.name} has no endpoints`, true));
       return;
     }
-    ctx.endpointKey = pool.key;
     ctx.endpoint = pool;
     ctx.attempts++;
     const conn = pool.tryAcquire();

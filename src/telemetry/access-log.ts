@@ -58,8 +58,8 @@ export class AccessLog {
     );
   }
 
-  /** Logs `ctx` unless sampled out. `traceId` is the trace the request belongs to, if known. */
-  write(ctx: RequestContext, traceId: string | null): void {
+  /** Logs `ctx` unless sampled out. `traceId` is the trace the request belongs to, if known; `now` its end (performance.now()). */
+  write(ctx: RequestContext, traceId: string | null, now: number): void {
     if (this.sampleRate < 1 && Math.random() >= this.sampleRate) return;
     const upstreamTime = ctx.upstreamHeadTime > 0 && ctx.upstreamStartTime > 0 ? round3(ctx.upstreamHeadTime - ctx.upstreamStartTime) : null;
     const record: AccessRecord = {
@@ -72,8 +72,8 @@ export class AccessLog {
       response_flags: responseFlagOf(ctx.error),
       bytes_received: ctx.requestBody.totalBytes,
       bytes_sent: ctx.responseBody.totalBytes,
-      duration_ms: round3(performance.now() - ctx.startTime),
-      upstream_host: ctx.endpointKey === '' ? null : ctx.endpointKey,
+      duration_ms: round3(now - ctx.startTime),
+      upstream_host: ctx.endpoint === null ? null : ctx.endpoint.key,
       upstream_cluster: ctx.cluster === null ? null : ctx.cluster.name,
       upstream_service_time_ms: upstreamTime,
       request_id: ctx.requestId,

@@ -128,9 +128,9 @@ export class Metrics {
     collectDefaultMetrics({ register: registry });
   }
 
-  /** Records one finished request. */
-  observe(ctx: RequestContext): void {
-    this.seriesOf(ctx).observe(performance.now() - ctx.startTime, ctx.requestBody.totalBytes, ctx.responseBody.totalBytes);
+  /** Records one finished request; `now` is performance.now() at its end. */
+  observe(ctx: RequestContext, now: number): void {
+    this.seriesOf(ctx).observe(now - ctx.startTime, ctx.requestBody.totalBytes, ctx.responseBody.totalBytes);
   }
 
   private seriesOf(ctx: RequestContext): IstioSeries {

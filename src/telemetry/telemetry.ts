@@ -5,6 +5,7 @@
  */
 import type { RequestContext } from '../context.js';
 import { ErrorCode, type SkiffError } from '../errors.js';
+import { LogBudget } from './log-budget.js';
 import type { Logger } from './logger.js';
 import type { RequestObserver } from '../proxy/engine.js';
 import { traceIdFromHeaders, type AccessLog } from './access-log.js';
@@ -19,16 +20,14 @@ export class Telemetry implements RequestObserver {
   accessLog: AccessLog | null;
   tracing: Tracing | null;
   private readonly logger: Logger | null;
-  private denialSecond: number;
-  private denialsThisSecond: number;
+  private readonly denials: LogBudget;
 
   constructor(metrics: Metrics, accessLog: AccessLog | null, tracing: Tracing | null, logger: Logger | null = null) {
     this.metrics = metrics;
     this.accessLog = accessLog;
     this.tracing = tracing;
     this.logger = logger;
-    this.denialSecond = 0;
-    this.denialsThisSecond = 0;
+    this.denials = new LogBudget(DENIALS_LOGGED_PER_SECOND);
   }
 
   onRequestStart(ctx: RequestContext): void {
@@ -44,28 +43,23 @@ export class Telemetry implements RequestObserver {
   }
 
   onRequestDone(ctx: RequestContext): void {
-    this.metrics.observe(ctx);
+    const now = performance.now();
+    this.metrics.observe(ctx, now);
     if (this.accessLog !== null) {
       const trace = ctx.trace;
       const traceId = trace !== null ? trace.server.spanContext().traceId : traceIdFromHeaders(ctx.rawHeaders);
-      this.accessLog.write(ctx, traceId);
+      this.accessLog.write(ctx, traceId, now);
     }
-    if (ctx.error !== null && ctx.error.code === ErrorCode.Forbidden) this.logDenial(ctx);
+    if (ctx.error !== null && ctx.error.code === ErrorCode.Forbidden) this.logDenial(ctx, now);
     if (this.tracing !== null) this.tracing.onRequestDone(ctx);
   }
 
   /** Authorization refusals are logged with the identity the peer presented. */
-  private logDenial(ctx: RequestContext): void {
+  private logDenial(ctx: RequestContext, now: number): void {
     if (this.logger === null) return;
-    const second = Math.floor(performance.now() / 1000);
-    if (second !== this.denialSecond) {
-      if (this.denialsThisSecond > DENIALS_LOGGED_PER_SECOND) {
-        this.logger.warn({ suppressed: this.denialsThisSecond - DENIALS_LOGGED_PER_SECOND }, 'more requests denied than logged');
-      }
-      this.denialSecond = second;
-      this.denialsThisSecond = 0;
-    }
-    if (++this.denialsThisSecond > DENIALS_LOGGED_PER_SECOND) return;
+    const allowed = this.denials.take(now);
+    if (this.denials.suppressed > 0) this.logger.warn({ suppressed: this.denials.suppressed }, 'more requests denied than logged');
+    if (!allowed) return;
     this.logger.warn(
       { peer: ctx.peerIdentity === '' ? null : ctx.peerIdentity, listener: ctx.listenerName, method: ctx.method, path: ctx.path, remote: ctx.remoteAddress, reason: ctx.error === null ? '' : ctx.error.message },
       'request denied: peer not authorized',

@@ -345,11 +345,11 @@ export class Tracing {
       return;
     }
     const cluster = ctx.cluster;
-    const colon = ctx.endpointKey.lastIndexOf(':');
+    const ep = ctx.endpoint;
     const attributes: Attributes = {
       'http.request.method': ctx.method,
-      'server.address': colon < 0 ? ctx.endpointKey : ctx.endpointKey.slice(0, colon),
-      'server.port': colon < 0 ? 0 : Number(ctx.endpointKey.slice(colon + 1)),
+      'server.address': ep === null ? '' : ep.endpoint.host,
+      'server.port': ep === null ? 0 : ep.endpoint.port,
       'url.path': pathOnly(ctx.path),
       'network.protocol.name': 'http',
       'skiff.cluster': cluster === null ? '' : cluster.name,
@@ -396,7 +396,7 @@ export class Tracing {
     if (status > 0) span.setAttribute('http.response.status_code', status);
     span.setAttribute('skiff.response_flags', responseFlagOf(ctx.error));
     if (ctx.cluster !== null) span.setAttribute('skiff.cluster', ctx.cluster.name);
-    if (ctx.endpointKey !== '') span.setAttribute('skiff.upstream.endpoint', ctx.endpointKey);
+    if (ctx.endpoint !== null) span.setAttribute('skiff.upstream.endpoint', ctx.endpoint.key);
     if (ctx.route !== null) span.setAttribute('skiff.route', routeLabel(ctx));
     if (ctx.peerIdentity !== '') span.setAttribute('skiff.peer.identity', ctx.peerIdentity);
     span.setAttribute('http.request.body.size', ctx.requestBody.totalBytes);

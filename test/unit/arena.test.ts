@@ -1,6 +1,7 @@
 // ContextArena and RequestContext lifetime (DESIGN invariant 4): a context is recycled only
 // when its three holds are released, a recycled context carries a new generation, a late use
 // of the old generation throws SKIFF_ERR_STALE_CONTEXT, and the free list is bounded.
+import type { EndpointPool } from '../../src/pool/endpoint-pool.js';
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ContextArena } from '../../src/arena.js';
@@ -137,7 +138,7 @@ describe('ContextArena', () => {
     ctx.contentLength = 10;
     ctx.hasRequestBody = true;
     ctx.requestId = 'rid';
-    ctx.endpointKey = '127.0.0.1:1';
+    ctx.endpoint = { key: '127.0.0.1:1' } as unknown as EndpointPool;
     ctx.responseStatus = 502;
     ctx.isResponseStarted = true;
     ctx.isFinished = true;
@@ -160,7 +161,7 @@ describe('ContextArena', () => {
     assert.equal(ctx.contentLength, -1);
     assert.equal(ctx.hasRequestBody, false);
     assert.equal(ctx.requestId, '');
-    assert.equal(ctx.endpointKey, '');
+    assert.equal(ctx.endpoint, null);
     assert.equal(ctx.responseStatus, 0);
     assert.equal(ctx.isResponseStarted, false);
     assert.equal(ctx.isFinished, false);
