@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import type { ContextArena } from '../src/arena.js';
 import type { Limits, ListenerConfig } from '../src/config/types.js';
 import type { ProxyEngine } from '../src/proxy/engine.js';
+import type { OverloadManager } from '../src/overload.js';
 import type { IdentityLog, IdentityStore } from '../mesh/identity.js';
 import { LogBudget } from '../src/telemetry/log-budget.js';
 import { H1ServerConn, H1ServerSettings } from './h1/server-conn.js';
@@ -38,6 +39,10 @@ export class Listener {
   private readonly log: IdentityLog | null;
   /** Mesh handshakes refused (untrusted or missing peer certificate). */
   meshRefusals: number;
+  /** TCP connections closed at accept: over limits.maxConnections (node's `drop`), or while the overload manager refuses connections. */
+  tcpRefusedAtLimit: number;
+  tcpRefusedOverload: number;
+  private readonly overload: OverloadManager;
   private readonly refusalLog: LogBudget;
 
   /**
@@ -74,6 +79,9 @@ export class Listener {
     this.unwatchIdentity = null;
     this.log = log;
     this.meshRefusals = 0;
+    this.tcpRefusedAtLimit = 0;
+    this.tcpRefusedOverload = 0;
+    this.overload = engine.overload;
     this.refusalLog = new LogBudget(REFUSALS_LOGGED_PER_SECOND);
     if (config.meshTls && identity !== null) {
       const alpn: string[] = [];
@@ -98,6 +106,39 @@ export class Listener {
     } else {
       this.server = net.createServer({ noDelay: true }, (socket) => this.onPlain(socket));
     }
+    // limits.maxConnections: node accepts and closes the connection past it before any JS
+    // object is made (Envoy: accept, close, downstream_cx_overflow). Counts TCP connections,
+    // TLS handshakes in progress included. Never 0: Node 20 reads 0 as "no limit", later
+    // versions as "refuse all".
+    this.server.maxConnections = limits.maxConnections;
+    this.server.on('drop', () => this.tcpRefusedAtLimit++);
+    // Over the memory connection mark: TLS connections are closed before the handshake (the
+    // plain ones in onPlain). node's TLS wrapper then reports ECONNRESET to tlsClientError.
+    if (this.server instanceof tls.Server) this.server.prependListener('connection', (raw: net.Socket) => this.refuseIfOverloaded(raw));
+  }
+
+  /** Closes `socket` at once when the overload manager refuses new connections; true if it did. */
+  private refuseIfOverloaded(socket: net.Socket): boolean {
+    if (!this.overload.isRefusingConnections) return false;
+    this.tcpRefusedOverload++;
+    socket.destroy();
+    return true;
+  }
+
+  /** A reloaded limits.maxConnections; connections over a lowered limit stay open. */
+  setMaxConnections(n: number): void {
+    this.server.maxConnections = n;
+    if (this.h3 !== null) this.h3.setMaxConnections(n);
+  }
+
+  /** Connections refused at limits.maxConnections (TCP, plus QUIC Initials dropped). */
+  get connectionsRefusedAtLimit(): number {
+    return this.tcpRefusedAtLimit + (this.h3 === null ? 0 : this.h3.refusedAtLimit);
+  }
+
+  /** Connections refused over limits.memoryConnectionWatermark (TCP, plus QUIC Initials dropped). */
+  get connectionsRefusedOverload(): number {
+    return this.tcpRefusedOverload + (this.h3 === null ? 0 : this.h3.refusedOverload);
   }
 
   /**
@@ -147,6 +188,7 @@ export class Listener {
   }
 
   private onPlain(socket: net.Socket): void {
+    if (this.refuseIfOverloaded(socket)) return;
     this.track(socket);
     socket.setNoDelay(true);
     if (this.h2 === null && this.h1 !== null) {
@@ -242,7 +284,7 @@ export class Listener {
     }
     if (this.h2 !== null) {
       // GOAWAY to every HTTP/2 session: no new streams, in-flight ones finish.
-      this.h2.server.close();
+      this.h2.drain();
     }
     // HTTP/3: GOAWAY to every QUIC connection, close each when its requests are done.
     if (this.h3 !== null) await Promise.all([closed, this.h3.close()]);

@@ -22,6 +22,8 @@ export interface AdminView {
   /** Starts a graceful drain (no new connections, GOAWAY); resolves when it has begun. */
   drain(): void;
   readonly isDraining: boolean;
+  /** The xDS source, when configured: its stream state and each resource's version. */
+  readonly xds: { status(): object } | null;
 }
 
 export interface AdminReply {
@@ -127,6 +129,7 @@ export function configDumpOf(view: AdminView): object {
     clusters: [...s.clusters.values()],
     limits: s.limits,
     telemetry: s.telemetry,
+    xds: view.xds === null ? null : { config: s.xds, ...view.xds.status() },
   };
   return JSON.parse(JSON.stringify(dump, redact)) as object;
 }

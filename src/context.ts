@@ -32,8 +32,11 @@ export interface DownstreamWriter extends FrameSink {
    * END_STREAM; the END frame still follows through `ctx.responseBody`.
    */
   writeHead(status: number, rawHeaders: readonly string[], isEndStream: boolean): void;
-  /** Sends a complete error response (head and short plain-text body). */
-  writeError(status: number, code: string, body: string): void;
+  /**
+   * Sends a complete error response (head and short plain-text body). `retryAfter` is the
+   * `retry-after` value in seconds, '' for none (ErrorResponse.retryAfter).
+   */
+  writeError(status: number, code: string, body: string, retryAfter: string): void;
   /** Aborts the exchange after the head went out: HTTP/2 RST_STREAM, HTTP/1.1 socket destroy. */
   abort(err: SkiffError): void;
 }

@@ -19,6 +19,8 @@ export const ErrorCode = {
   UpstreamProtocol: 'SKIFF_ERR_UPSTREAM_PROTOCOL',
   NoEndpoint: 'SKIFF_ERR_NO_ENDPOINT',
   Overloaded: 'SKIFF_ERR_OVERLOADED',
+  /** The sidecar itself is over its memory high-water mark (src/overload.ts). */
+  LoadShed: 'SKIFF_ERR_LOAD_SHED',
   NoCluster: 'SKIFF_ERR_NO_CLUSTER',
   Timeout: 'SKIFF_ERR_TIMEOUT',
   RequestTimeout: 'SKIFF_ERR_REQUEST_TIMEOUT',
@@ -61,6 +63,8 @@ export interface ErrorResponse {
   readonly code: ErrorCode;
   /** Short plain text naming the cause, ending in a newline. */
   readonly body: string;
+  /** `retry-after` value in seconds, '' for none (only load shedding says when to come back). */
+  readonly retryAfter: string;
 }
 
 const STATUS_BY_CODE: Record<ErrorCode, number> = {
@@ -76,6 +80,7 @@ const STATUS_BY_CODE: Record<ErrorCode, number> = {
   SKIFF_ERR_BUFFER_OVERFLOW: 502,
   SKIFF_ERR_NO_ENDPOINT: 503,
   SKIFF_ERR_OVERLOADED: 503,
+  SKIFF_ERR_LOAD_SHED: 503,
   SKIFF_ERR_NO_CLUSTER: 503,
   SKIFF_ERR_TIMEOUT: 504,
   SKIFF_ERR_REQUEST_TIMEOUT: 408,
@@ -87,6 +92,11 @@ const STATUS_BY_CODE: Record<ErrorCode, number> = {
 };
 
 const responseCache = new Map<string, ErrorResponse>();
+/**
+ * Seconds a shed client is asked to wait. The shedding state is re-evaluated every 250 ms, so
+ * one second (the smallest value the header can say) lets a client back as soon as it may help.
+ */
+const LOAD_SHED_RETRY_AFTER = '1';
 
 /**
  * The single mapping from errors to HTTP responses. The body names the cause but never echoes
@@ -97,7 +107,7 @@ export function errorResponse(err: SkiffError): ErrorResponse {
   const key = err.code + '\0' + err.message;
   let res = responseCache.get(key);
   if (res === undefined) {
-    res = { status: STATUS_BY_CODE[err.code], code: err.code, body: `${err.code}: ${err.message}\n` };
+    res = { status: STATUS_BY_CODE[err.code], code: err.code, body: `${err.code}: ${err.message}\n`, retryAfter: err.code === ErrorCode.LoadShed ? LOAD_SHED_RETRY_AFTER : '' };
     if (responseCache.size < 1024) responseCache.set(key, res);
   }
   return res;
@@ -108,7 +118,7 @@ export function errorResponse(err: SkiffError): ErrorResponse {
  * error: NR no route, NC no cluster, UH no healthy upstream, UF upstream connect failure,
  * UO upstream overflow, UT upstream request timeout, UC upstream connection termination,
  * UPE upstream protocol error, DC downstream connection termination, DPE downstream protocol
- * error, SI stream idle timeout (a request body that stopped arriving). Codes without an Envoy flag map to '-', as a request without an error does.
+ * error, OM overload manager (load shed), SI stream idle timeout (a request body that stopped arriving). Codes without an Envoy flag map to '-', as a request without an error does.
  */
 const FLAG_BY_CODE: Record<ErrorCode, string> = {
   SKIFF_ERR_BAD_REQUEST: 'DPE',
@@ -123,6 +133,7 @@ const FLAG_BY_CODE: Record<ErrorCode, string> = {
   SKIFF_ERR_BUFFER_OVERFLOW: 'UPE',
   SKIFF_ERR_NO_ENDPOINT: 'UH',
   SKIFF_ERR_OVERLOADED: 'UO',
+  SKIFF_ERR_LOAD_SHED: 'OM',
   SKIFF_ERR_NO_CLUSTER: 'NC',
   SKIFF_ERR_TIMEOUT: 'UT',
   SKIFF_ERR_REQUEST_TIMEOUT: 'SI',

@@ -5,7 +5,11 @@
  * - HTTP/2 (h2c, one session, reconnected if it drops) GETs at `--h2-rps`; every 2nd to /h2up/;
  * - streaming POSTs at `--post-per-s`, alternating HTTP/1.1 (chunked, no content-length) and
  *   HTTP/2, each `--post-bytes` written in 16 KiB chunks a millisecond apart; the upstream
- *   answers with the byte count it received, which is checked.
+ *   answers with the byte count it received, which is checked;
+ * - HTTP/3 GETs at `--h3-rps` to the TLS listener on `--h3-port` (UDP), every 2nd to /h2up/,
+ *   over one QUIC connection (reconnected if it closes) made with Skiff's own HTTP/3 client
+ *   pieces (test/helpers/h3-client.ts: the QUIC driver, H3Session, QPACK), the server's
+ *   certificate checked against `--ca` (PEM file). No `--h3-port`: no HTTP/3.
  *
  * Fixed rate: a 20 ms tick adds rate × dt credits per kind and starts one request per credit,
  * as long as fewer than `--max-inflight` of that kind are in flight (otherwise the request is
@@ -14,11 +18,13 @@
  * stdout: `{"pid":..}`, then a progress line every 10 s and a final totals line (on its own
  * after `--seconds`, or on SIGTERM).
  */
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
+import { H3TestClient } from '../../test/helpers/h3-client.js';
 import { numberFlag, parseFlags } from './alloc-common.js';
 
-type Kind = 'h1Get' | 'h2Get' | 'post';
+type Kind = 'h1Get' | 'h2Get' | 'post' | 'h3Get';
 
 interface Counters {
   ok: number;
@@ -34,11 +40,16 @@ const flags = parseFlags(process.argv.slice(2));
 const port = numberFlag(flags, 'port', 0);
 if (port === 0) throw new Error('--port is required');
 const seconds = numberFlag(flags, 'seconds', 600);
+const h3Port = flags.has('h3-port') ? numberFlag(flags, 'h3-port', 0) : 0;
 const rates: Record<Kind, number> = {
   h1Get: numberFlag(flags, 'h1-rps', 400),
   h2Get: numberFlag(flags, 'h2-rps', 200),
   post: numberFlag(flags, 'post-per-s', 4),
+  h3Get: h3Port === 0 ? 0 : numberFlag(flags, 'h3-rps', 100),
 };
+const caFile = flags.get('ca');
+if (h3Port !== 0 && caFile === undefined) throw new Error('--h3-port needs --ca (the PEM file the server certificate chains to)');
+const ca = caFile === undefined ? null : readFileSync(caFile);
 const postBytes = numberFlag(flags, 'post-bytes', 256 * 1024);
 const maxInFlight = numberFlag(flags, 'max-inflight', 64);
 const CHUNK = Buffer.alloc(16 * 1024, 0x73);
@@ -47,10 +58,12 @@ const counters: Record<Kind, Counters> = {
   h1Get: { ok: 0, errors: 0, dropped: 0, inFlight: 0 },
   h2Get: { ok: 0, errors: 0, dropped: 0, inFlight: 0 },
   post: { ok: 0, errors: 0, dropped: 0, inFlight: 0 },
+  h3Get: { ok: 0, errors: 0, dropped: 0, inFlight: 0 },
 };
-const windowMs: Record<Kind, number[]> = { h1Get: [], h2Get: [], post: [] };
+const windowMs: Record<Kind, number[]> = { h1Get: [], h2Get: [], post: [], h3Get: [] };
 let postBytesOk = 0;
 let h2Reconnects = 0;
+let h3Reconnects = 0;
 const firstErrors: string[] = [];
 
 /** A completion callback that counts only its first call (error after end, close after error). */
@@ -183,8 +196,65 @@ function post(): void {
   }
 }
 
+/** The HTTP/3 connection; null while none is open (the next request starts one). */
+let h3Client: H3TestClient | null = null;
+let h3Connecting: Promise<H3TestClient> | null = null;
+
+/** The open HTTP/3 connection, or a promise of a new one (one connect at a time). */
+function h3(): H3TestClient | Promise<H3TestClient> {
+  const c = h3Client;
+  if (c !== null && !c.isClosing && c.goawayIds.length === 0) return c;
+  if (h3Connecting === null) {
+    if (c !== null) {
+      h3Reconnects++;
+      h3Client = null;
+      void c.close().catch(() => undefined);
+    }
+    const p = H3TestClient.connect('127.0.0.1', h3Port, ca as Buffer);
+    h3Connecting = p;
+    p.then(
+      (client) => {
+        h3Client = client;
+        h3Connecting = null;
+      },
+      () => {
+        h3Connecting = null;
+      },
+    );
+  }
+  return h3Connecting;
+}
+
+function h3Get(path: string): void {
+  const fin = once('h3Get');
+  const timer = setTimeout(() => fin(false, 'timeout'), 10_000);
+  const send = (client: H3TestClient): void => {
+    client.request(path).then(
+      (r) => {
+        clearTimeout(timer);
+        const body = r.body.toString('utf8');
+        fin(r.status === 200 && body === 'ok', `status ${r.status} body ${body.slice(0, 80)}`);
+      },
+      (e: Error) => {
+        clearTimeout(timer);
+        fin(false, e.message);
+      },
+    );
+  };
+  const c = h3();
+  if (c instanceof H3TestClient) {
+    send(c);
+    return;
+  }
+  c.then(send, (e: Error) => {
+    clearTimeout(timer);
+    fin(false, `HTTP/3 connect: ${e.message}`);
+  });
+}
+
 let h1Seq = 0;
 let h2Seq = 0;
+let h3Seq = 0;
 
 function start(kind: Kind): void {
   const c = counters[kind];
@@ -195,18 +265,23 @@ function start(kind: Kind): void {
   c.inFlight++;
   if (kind === 'h1Get') h1Get(h1Seq++ % 4 === 3 ? '/h2up/' : '/');
   else if (kind === 'h2Get') h2Get(h2Seq++ % 2 === 1 ? '/h2up/' : '/');
+  else if (kind === 'h3Get') h3Get(h3Seq++ % 2 === 1 ? '/h2up/' : '/');
   else post();
 }
 
-const credit: Record<Kind, number> = { h1Get: 0, h2Get: 0, post: 0 };
-const kinds: readonly Kind[] = ['h1Get', 'h2Get', 'post'];
+// The first HTTP/3 connection is made before the load starts (and before the ready line), so
+// a broken HTTP/3 listener fails the soak at once.
+if (h3Port !== 0) await h3();
+
+const credit: Record<Kind, number> = { h1Get: 0, h2Get: 0, post: 0, h3Get: 0 };
+const kinds: readonly Kind[] = ['h1Get', 'h2Get', 'post', 'h3Get'];
 const t0 = performance.now();
 let last = t0;
 let lastProgress = t0;
 let isStopping = false;
 
 function summary(): object {
-  return { t: (performance.now() - t0) / 1000, ...counters, postBytesOk, h2Reconnects, firstErrors };
+  return { t: (performance.now() - t0) / 1000, ...counters, postBytesOk, h2Reconnects, h3Reconnects, firstErrors };
 }
 
 const tick = setInterval(() => {
@@ -223,7 +298,7 @@ const tick = setInterval(() => {
   }
   if (now - lastProgress >= 10_000) {
     lastProgress = now;
-    const latencyMs = { h1Get: percentiles('h1Get'), h2Get: percentiles('h2Get'), post: percentiles('post') };
+    const latencyMs = { h1Get: percentiles('h1Get'), h2Get: percentiles('h2Get'), post: percentiles('post'), h3Get: percentiles('h3Get') };
     process.stdout.write(JSON.stringify({ progress: { ...summary(), latencyMs } }) + '\n');
   }
   if (now - t0 >= seconds * 1000) void stop();
@@ -241,6 +316,7 @@ async function stop(): Promise<void> {
   process.stdout.write(JSON.stringify({ final: summary() }) + '\n');
   agent.destroy();
   if (session !== null) session.close();
+  if (h3Client !== null) await h3Client.close().catch(() => undefined);
   setTimeout(() => process.exit(0), 100).unref();
 }
 

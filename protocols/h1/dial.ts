@@ -35,6 +35,12 @@ export function dial(ep: SocketAddress, cluster: ClusterConfig, alpn: string[], 
     } else {
       socket = net.connect({ host: ep.host, port: ep.port, noDelay: true });
     }
+    // Once Skiff ends its side (HTTP/1.1 after a `connection: close` response, node:http2 at
+    // the end of a graceful session close), the fd goes: the kernel finishes the close on its
+    // own. Waiting for the peer's FIN instead kept the socket (and node:http2's session) open
+    // for as long as the peer kept its side open, forever for some (a node:http2 server after
+    // its own GOAWAY). Regression: test/regress/upstream-fin-wait-leak.test.ts.
+    socket.once('finish', destroyAfterEnd);
     const readyEvent = t !== null || cluster.meshTls ? 'secureConnect' : 'connect';
     const timer = setTimeout(() => {
       socket.destroy();
@@ -55,3 +61,7 @@ export function dial(ep: SocketAddress, cluster: ClusterConfig, alpn: string[], 
   });
 }
 
+/** 'finish' (our write side ended and flushed): close the socket without waiting for the peer. */
+function destroyAfterEnd(this: net.Socket): void {
+  this.destroy();
+}

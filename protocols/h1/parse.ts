@@ -23,6 +23,76 @@ for (let c = 97; c <= 122; c++) TCHAR[c] = 1;
 /** Characters never allowed anywhere in a head, plus CR or LF not part of a CRLF pair. */
 const INVALID_HEAD = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n/;
 
+/**
+ * Characters of a `uri-host` that is a reg-name or an IPv4 address (RFC 3986 §3.2.2):
+ * unreserved, sub-delims and `%` of pct-encoded; 1 where allowed. Everything a URL parser
+ * might read as the end of the host or the start of userinfo (`@ / \ ? # [ ]` and space) is out.
+ */
+const REG_NAME = new Uint8Array(128);
+for (const c of "-._~!$&'()*+,;=%") REG_NAME[c.charCodeAt(0)] = 1;
+for (let c = 48; c <= 57; c++) REG_NAME[c] = 1;
+for (let c = 65; c <= 90; c++) REG_NAME[c] = 1;
+for (let c = 97; c <= 122; c++) REG_NAME[c] = 1;
+
+/**
+ * Is `s` a valid `uri-host [ ":" port ]` (RFC 9110 §7.2: the Host field, and the authority of an
+ * absolute-form target), with no userinfo? An IP-literal is `[` hex, `:`, `.` or reg-name
+ * characters `]`. The empty string passes (an empty Host is allowed); callers that need a host
+ * check the length. A Host the upstream would read differently from the router (a space, a
+ * path, `user@`) must be refused: RFC 9112 §3.2 makes that a 400.
+ */
+export function isValidAuthority(s: string): boolean {
+  const len = s.length;
+  let i = 0;
+  if (len > 0 && s.charCodeAt(0) === 91 /* [ */) {
+    const close = s.indexOf(']');
+    if (close < 2) return false;
+    for (i = 1; i < close; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 128 || (REG_NAME[c] === 0 && c !== 58 /* : */)) return false;
+    }
+    i = close + 1;
+  } else {
+    for (; i < len; i++) {
+      const c = s.charCodeAt(i);
+      if (c === 58 /* : */) break;
+      if (c >= 128 || REG_NAME[c] === 0) return false;
+    }
+  }
+  if (i === len) return true;
+  if (s.charCodeAt(i) !== 58 || len - i - 1 > 5) return false;
+  for (i++; i < len; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 48 || c > 57) return false;
+  }
+  return true;
+}
+
+/**
+ * Does a request head still arriving (no blank line yet) already hold something INVALID_HEAD
+ * refuses once it is whole: a control character, a bare LF, a CR followed by anything but LF?
+ * The listener asks this of each partial head so that a head that can never become valid (bare
+ * LF line ends, binary junk, a TLS ClientHello on a cleartext port) is answered 400 at once,
+ * not 408 after the head timeout (e2e: test/e2e/h1-hostile.test.ts, "bare LF line ends
+ * throughout"). `start` is where the head begins; `from` (>= start) where the unchecked bytes
+ * begin: pass the previous length minus one so a CR that ended the last read is checked
+ * against the byte after it. A CR as the very last byte waits for the next read.
+ */
+export function hasInvalidHeadByte(buf: Buffer, start: number, from: number): boolean {
+  const len = buf.length;
+  for (let i = from; i < len; i++) {
+    const c = buf[i];
+    if ((c >= 32 && c !== 127) || c === 9) continue;
+    if (c === 13) {
+      if (i + 1 < len && buf[i + 1] !== 10) return true;
+      continue;
+    }
+    if (c === 10 && i > start && buf[i - 1] === 13) continue;
+    return true;
+  }
+  return false;
+}
+
 export function isToken(s: string): boolean {
   if (s.length === 0) return false;
   for (let i = 0; i < s.length; i++) {
@@ -142,6 +212,31 @@ export function hasToken(value: string, token: string): boolean {
 }
 
 /**
+ * Why a Transfer-Encoding other than exactly `chunked` is refused. RFC 9112 §6.3: when chunked
+ * is not the final coding the body length cannot be known, so the answer MUST be 400 and close
+ * (`xchunked`, `chunked, identity`, `gzip`, `"chunked"`, `chunked;q=1`); so is chunked applied
+ * twice (§7). Only a list that does end in chunked names a coding we do not implement: 501
+ * (§6.1). Until e2e test/e2e/h1-hostile.test.ts ("TE: xchunked"), all of these were 501.
+ */
+function transferCodingError(value: string): ParseError {
+  let last = '';
+  let hasEarlierChunked = false;
+  let start = 0;
+  while (start <= value.length) {
+    let end = value.indexOf(',', start);
+    if (end < 0) end = value.length;
+    const coding = trimOws(value.slice(start, end), 0);
+    if (coding.length > 0) {
+      if (eqLower(last, 'chunked')) hasEarlierChunked = true;
+      last = coding;
+    }
+    start = end + 1;
+  }
+  if (!eqLower(last, 'chunked') || hasEarlierChunked) return new ParseError(ParseErrorKind.BadRequest, 'transfer-encoding does not end in a single chunked');
+  return new ParseError(ParseErrorKind.Unsupported, 'only transfer-encoding: chunked is supported');
+}
+
+/**
  * Parses the header lines of `head` from `pos` (just after the start line's CRLF) into
  * `msg.rawHeaders`, applying the framing rules. Returns null or the first error.
  */
@@ -175,7 +270,7 @@ function parseFields(head: string, pos: number, msg: MessageFraming, raw: string
         if (eqLower(name, 'transfer-encoding')) {
           if (sawTe) return new ParseError(ParseErrorKind.BadRequest, 'repeated transfer-encoding');
           sawTe = true;
-          if (!eqLower(value, 'chunked')) return new ParseError(ParseErrorKind.Unsupported, 'only transfer-encoding: chunked is supported');
+          if (!eqLower(value, 'chunked')) return transferCodingError(value);
           msg.isChunked = true;
         }
         break;
@@ -235,6 +330,7 @@ export function parseRequestHead(head: string, limits: HeadLimits): RequestHead 
   }
   if (hostCount > 1) return new ParseError(ParseErrorKind.BadRequest, 'more than one host field');
   if (hostCount === 0 && req.version === 11) return new ParseError(ParseErrorKind.BadRequest, 'missing host field');
+  if (req.host !== null && !isValidAuthority(req.host)) return new ParseError(ParseErrorKind.BadRequest, 'invalid host field');
   if (req.version === 10) {
     if (req.isChunked) return new ParseError(ParseErrorKind.BadRequest, 'transfer-encoding in an HTTP/1.0 request');
     if (!keepAlive10) req.isClose = true;
@@ -242,8 +338,15 @@ export function parseRequestHead(head: string, limits: HeadLimits): RequestHead 
   const t = req.target.charCodeAt(0);
   if (req.method === 'CONNECT') {
     // authority-form; the engine refuses CONNECT with 405.
-  } else if (t !== 47 /* / */ && req.target !== '*' && !req.target.startsWith('http://') && !req.target.startsWith('https://')) {
-    return new ParseError(ParseErrorKind.BadRequest, 'invalid request target');
+  } else if (t !== 47 /* / */ && req.target !== '*') {
+    if (!req.target.startsWith('http://') && !req.target.startsWith('https://')) return new ParseError(ParseErrorKind.BadRequest, 'invalid request target');
+    // absolute-form: the authority (up to the first `/`, as H1ServerConn.startRequest splits it)
+    // becomes the routed and forwarded Host, so it must be a plain host[:port]: no userinfo
+    // (`http://user@host/`), no `#@` or `\@` tricks, not empty (RFC 9110 §4.2.1, §4.2.4).
+    const from = req.target.indexOf('://') + 3;
+    const slash = req.target.indexOf('/', from);
+    const authority = req.target.slice(from, slash < 0 ? req.target.length : slash);
+    if (authority.length === 0 || !isValidAuthority(authority)) return new ParseError(ParseErrorKind.BadRequest, 'invalid authority in the request target');
   }
   return req;
 }
@@ -299,6 +402,13 @@ export interface ChunkSink {
 }
 
 const MAX_SIZE_LINE = 4096;
+/**
+ * Chunk-extension bytes allowed in one body, all chunks together. Extensions are read and
+ * dropped, so without a total they let a client stream without end while its body never grows
+ * toward maxBodyBytes (Node's CVE-2024-22019; Node allows 16 KiB too). e2e:
+ * test/e2e/h1-hostile.test.ts "chunk extensions over 16 KiB in total".
+ */
+const MAX_EXTENSION_BYTES = 16384;
 const MAX_TRAILER_BYTES = 16384;
 
 /**
@@ -310,12 +420,15 @@ export class ChunkedDecoder {
   state: ChunkState;
   private remaining: number;
   private line: string;
+  /** Chunk-extension bytes seen in this body (MAX_EXTENSION_BYTES). */
+  private extensionBytes: number;
   error: string;
 
   constructor() {
     this.state = ChunkState.Size;
     this.remaining = 0;
     this.line = '';
+    this.extensionBytes = 0;
     this.error = '';
   }
 
@@ -323,6 +436,7 @@ export class ChunkedDecoder {
     this.state = ChunkState.Size;
     this.remaining = 0;
     this.line = '';
+    this.extensionBytes = 0;
     this.error = '';
   }
 
@@ -345,7 +459,11 @@ export class ChunkedDecoder {
           const hexEnd = semi < 0 ? line.length - 2 : semi;
           const hex = line.slice(0, hexEnd);
           if (hex.length === 0 || hex.length > 12 || !/^[0-9a-fA-F]+$/.test(hex)) return this.fail('invalid chunk size');
-          if (semi >= 0 && /[\x00-\x08\x0a-\x1f\x7f]/.test(line.slice(semi, line.length - 2))) return this.fail('invalid chunk extension');
+          if (semi >= 0) {
+            if (/[\x00-\x08\x0a-\x1f\x7f]/.test(line.slice(semi, line.length - 2))) return this.fail('invalid chunk extension');
+            this.extensionBytes += line.length - 2 - semi;
+            if (this.extensionBytes > MAX_EXTENSION_BYTES) return this.fail('chunk extensions too large');
+          }
           const size = parseInt(hex, 16);
           if (size === 0) {
             this.state = ChunkState.Trailers;

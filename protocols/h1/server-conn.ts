@@ -21,7 +21,7 @@ import type { ProxyEngine } from '../../src/proxy/engine.js';
 import type { Limits, ListenerConfig } from '../../src/config/types.js';
 import { writeChunk, writeLastChunk } from './wire.js';
 import { uncorkAtTickEnd } from './cork.js';
-import { ChunkedDecoder, eqLower, ParseError, ParseErrorKind, parseRequestHead, type ChunkSink, type HeadLimits, type RequestHead } from './parse.js';
+import { ChunkedDecoder, eqLower, hasInvalidHeadByte, ParseError, ParseErrorKind, parseRequestHead, type ChunkSink, type HeadLimits, type RequestHead } from './parse.js';
 
 const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1');
 const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
@@ -188,7 +188,8 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
   read(chunk: Buffer): void {
     switch (this.state) {
       case ReadState.Head:
-        this.readHead(this.pending === null ? chunk : Buffer.concat([this.pending, chunk]));
+        if (this.pending === null) this.readHead(chunk, 0);
+        else this.readHead(Buffer.concat([this.pending, chunk]), this.pending.length - 1);
         return;
       case ReadState.Body: {
         const used = this.feedBody(chunk, 0);
@@ -209,7 +210,8 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     if (buf.length > this.settings.maxHeaderBytes) this.socket.pause();
   }
 
-  private readHead(buf: Buffer): void {
+  /** `scanFrom`: where the bytes not yet checked by hasInvalidHeadByte begin (0: all). */
+  private readHead(buf: Buffer, scanFrom = 0): void {
     let start = 0;
     // RFC 9112 §2.2: ignore empty lines before a request line.
     while (buf.length - start >= 2 && buf[start] === 13 && buf[start + 1] === 10) start += 2;
@@ -217,6 +219,13 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     if (end < 0) {
       if (buf.length - start > this.settings.maxHeaderBytes) {
         this.rejectHead(new ParseError(ParseErrorKind.HeadersTooLarge, 'request head is too large'));
+        return;
+      }
+      // A head that can never become valid (bare LF line ends, binary junk) is refused now,
+      // not with 408 at the head timeout. Only the new bytes are scanned: a dripped head costs
+      // no rescan per byte. Regression: test/e2e/h1-hostile.test.ts "bare LF line ends throughout".
+      if (hasInvalidHeadByte(buf, start, scanFrom > start ? scanFrom : start)) {
+        this.rejectHead(new ParseError(ParseErrorKind.BadRequest, 'invalid characters or bare CR/LF in the request head'));
         return;
       }
       this.pending = start === buf.length ? null : start === 0 ? buf : buf.subarray(start);
@@ -380,7 +389,10 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
   private rejectHead(err: ParseError): void {
     this.state = ReadState.Closed;
     this.pending = null;
-    const code = err.kind === ParseErrorKind.HeadersTooLarge ? ErrorCode.HeadersTooLarge : ErrorCode.BadRequest;
+    // A head timeout is the slowloris 408 with the body timeout's code (SKIFF_ERR_REQUEST_TIMEOUT,
+    // flag SI), not a bad request: the client sent nothing wrong, only too slowly.
+    const code =
+      err.kind === ParseErrorKind.HeadersTooLarge ? ErrorCode.HeadersTooLarge : err.kind === ParseErrorKind.Timeout ? ErrorCode.RequestTimeout : ErrorCode.BadRequest;
     const message = err.kind === ParseErrorKind.BadRequest || err.kind === ParseErrorKind.Unsupported ? `malformed request (${err.message})` : err.message;
     const res = errorResponse(new SkiffError(code, 'downstream', message));
     const status = err.kind === ParseErrorKind.Unsupported ? 501 : err.kind === ParseErrorKind.Timeout ? 408 : res.status;
@@ -444,7 +456,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     this.socket.write(out, 'latin1');
   }
 
-  writeError(status: number, code: string, body: string): void {
+  writeError(status: number, code: string, body: string, retryAfter: string): void {
     if (this.isResponseStarted || this.socket.destroyed) {
       this.socket.destroy();
       return;
@@ -455,7 +467,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     const payload = head.method === 'HEAD' ? '' : body;
     this.cork();
     this.socket.write(
-      `${statusLine(status)}content-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-skiff-error: ${code}\r\n${this.isCloseAfter ? 'connection: close\r\n' : ''}${this.settings.altSvc !== '' ? `alt-svc: ${this.settings.altSvc}\r\n` : ''}\r\n${payload}`,
+      `${statusLine(status)}content-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-skiff-error: ${code}\r\n${retryAfter !== '' ? `retry-after: ${retryAfter}\r\n` : ''}${this.isCloseAfter ? 'connection: close\r\n' : ''}${this.settings.altSvc !== '' ? `alt-svc: ${this.settings.altSvc}\r\n` : ''}\r\n${payload}`,
       'latin1',
     );
     this.finishResponse();

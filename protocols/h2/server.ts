@@ -66,7 +66,7 @@ export class H2Exchange implements DownstreamWriter, FrameSource {
     }
   }
 
-  writeError(status: number, code: string, body: string): void {
+  writeError(status: number, code: string, body: string, retryAfter: string): void {
     const s = this.stream;
     if (s.destroyed || s.closed) return;
     if (s.headersSent) {
@@ -79,6 +79,7 @@ export class H2Exchange implements DownstreamWriter, FrameSource {
       'content-type': 'text/plain; charset=utf-8',
       'content-length': Buffer.byteLength(body),
       'x-skiff-error': code,
+      ...(retryAfter !== '' ? { 'retry-after': retryAfter } : {}),
       ...(this.altSvc !== '' ? { 'alt-svc': this.altSvc } : {}),
     });
     s.end(body);
@@ -177,6 +178,10 @@ export class H2Listener {
   private readonly maxHeaderBytes: number;
   /** `alt-svc` value added to every response ('' for none): the listener's HTTP/3 port. */
   altSvc: string;
+  /** Open sessions, for the GOAWAY at drain. */
+  private readonly sessions: Set<http2.ServerHttp2Session>;
+  /** drain() was called: sessions get GOAWAY, including ones that start from now on. */
+  isDraining: boolean;
 
   constructor(engine: ProxyEngine, arena: ContextArena, config: ListenerConfig, limits: Limits, isTls: boolean) {
     this.maxHeaderBytes = limits.maxHeaderBytes;
@@ -185,6 +190,8 @@ export class H2Listener {
     this.arena = arena;
     this.config = config;
     this.scheme = isTls ? 'https' : 'http';
+    this.sessions = new Set();
+    this.isDraining = false;
     this.server = http2.createServer({
       maxSessionMemory: 64,
       settings: {
@@ -199,6 +206,10 @@ export class H2Listener {
     this.server.on('session', (session: http2.ServerHttp2Session) => {
       (session as PeerTagged)[kPeerIdentity] = (session.socket as PeerTagged)[kPeerIdentity] ?? '';
       session.on('error', () => { /* handled by stream/session close */ });
+      this.sessions.add(session);
+      session.once('close', () => this.sessions.delete(session));
+      // A connection accepted just before the drain whose preface arrives after it.
+      if (this.isDraining) session.close();
       // Uploads from many streams share the connection window; 65,535 bytes would throttle
       // them all. Each stream keeps its own window (streamBufferBytes).
       session.on('connect', () => session.setLocalWindowSize(CONNECTION_WINDOW));
@@ -258,7 +269,22 @@ export class H2Listener {
     this.engine.handle(ctx);
   }
 
+  /**
+   * Drain: GOAWAY (NO_ERROR, the last stream id node:http2 processed) to every session; their
+   * streams in progress finish, then node closes each session and its socket. node:http2's
+   * `Http2Server.close()` does not do this on Node 20: it is `net.Server.close()` and sessions
+   * attached through 'connection' kept taking new streams for the whole drain timeout and had
+   * them cut at its end (found by test/e2e/drain.test.ts). Rejected: the two-step GOAWAY of
+   * RFC 9113 §6.8 (2^31-1 first, the real id one RTT later): nghttp2 caps a GOAWAY's stream id
+   * at the last one it saw and node does not expose nghttp2_submit_shutdown_notice.
+   */
+  drain(): void {
+    this.isDraining = true;
+    for (const session of this.sessions) session.close();
+  }
+
   close(): Promise<void> {
+    this.drain();
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 }

@@ -29,6 +29,8 @@ const MAX_STREAMS_CAP = 1000;
 const DEFAULT_STREAMS = 100;
 /** Receive window of a whole upstream connection. */
 const CONNECTION_WINDOW = 16 * 1024 * 1024;
+/** How long a connection gets, after one of its streams timed out, to show it is alive (H2Conn.probe). */
+const PING_DEADLINE_MS = 2000;
 
 
 export class H2Connector implements Connector {
@@ -55,7 +57,7 @@ export class H2Connector implements Connector {
     // The connection window (65,535 by default) would cap every stream together; each stream
     // keeps its own 1 MiB window, so buffering per stream stays bounded.
     session.on('connect', () => session.setLocalWindowSize(CONNECTION_WINDOW));
-    const conn = new H2Conn(endpoint, cluster, events, session, scheme);
+    const conn = new H2Conn(endpoint, cluster, events, session, scheme, socket);
     await conn.waitForSettings(cluster.connectTimeoutMs);
     return conn;
   }
@@ -71,10 +73,16 @@ export class H2Conn implements UpstreamConn {
   readonly events: ConnEvents;
   readonly session: http2.ClientHttp2Session;
   readonly scheme: string;
+  /** The TCP/TLS socket under the session (dialed by us), for `probe()`'s last resort. */
+  private readonly socket: net.Socket;
   private hasSettings: boolean;
   private settingsWaiter: ((err: SkiffError | null) => void) | null;
+  /** Armed while a liveness probe runs (`probe()`). */
+  private pingTimer: NodeJS.Timeout | null;
+  /** `socket.bytesRead` when the probe started. */
+  private probeBytesRead: number;
 
-  constructor(endpoint: SocketAddress, _cluster: ClusterConfig, events: ConnEvents, session: http2.ClientHttp2Session, scheme: string) {
+  constructor(endpoint: SocketAddress, _cluster: ClusterConfig, events: ConnEvents, session: http2.ClientHttp2Session, scheme: string, socket: net.Socket) {
     this.endpointKey = addressKey(endpoint);
     this.isMultiplexed = true;
     this.activeStreams = 0;
@@ -84,8 +92,11 @@ export class H2Conn implements UpstreamConn {
     this.events = events;
     this.session = session;
     this.scheme = scheme;
+    this.socket = socket;
     this.hasSettings = false;
     this.settingsWaiter = null;
+    this.pingTimer = null;
+    this.probeBytesRead = 0;
     session.on('remoteSettings', (settings: http2.Settings) => this.onSettings(settings));
     session.on('goaway', () => this.markClosed());
     session.on('close', () => this.markClosed());
@@ -150,6 +161,9 @@ export class H2Conn implements UpstreamConn {
     try {
       stream = this.session.request(headers, { endStream: !hasBody, waitForTrailers: hasBody });
     } catch (err) {
+      // Closed or destroyed under us (e.g. ERR_HTTP2_GOAWAY_SESSION without a 'goaway' event,
+      // see probe()): no stream will ever start here again, so the pool must stop choosing it.
+      if (this.session.closed || this.session.destroyed) this.markClosed();
       this.events.onStreamDone(this);
       handler.onUpstreamError(ctx, gen, new SkiffError(ErrorCode.UpstreamReset, 'upstream', `could not open a stream: ${(err as Error).message}`, true, err));
       return;
@@ -163,6 +177,51 @@ export class H2Conn implements UpstreamConn {
     this.isClosed = true;
     if (!this.session.destroyed) this.session.close();
   }
+
+  /**
+   * A stream on this connection timed out: is the connection still alive? Within
+   * PING_DEADLINE_MS a PING must come back or at least some bytes must be read from the
+   * socket; otherwise the socket is destroyed, which fails every stream on it and frees their
+   * slots and the fd. Why: when nghttp2 finds a connection error in what the peer sent (e.g.
+   * DATA on stream 0), it ends the session itself and sends GOAWAY, but Node 20 tells the JS
+   * layer nothing and stops reading the socket. The session then looks open forever: its
+   * streams never close (activeStreams stuck; the endpoint hangs, then answers 502 for good),
+   * the peer's FIN is never read (CLOSE-WAIT, a leaked fd). Only a timeout on one of its
+   * streams shows it, and a frozen `bytesRead` tells it from a slow peer. A closing session
+   * (GOAWAY received) is not pinged: node:http2 would hold the PING for a 'connect' that never
+   * comes; the byte count decides alone, so a draining connection silent for the whole window
+   * is cut too. Rejected: PINGs on every silent connection (keepalive), which cost on every
+   * idle connection and draw GOAWAY(ENHANCE_YOUR_CALM) from gRPC servers' ping policing.
+   * Regression: test/regress/h2-upstream-zombie-session.test.ts.
+   */
+  probe(): void {
+    if (this.pingTimer !== null || this.socket.destroyed) return;
+    this.probeBytesRead = this.socket.bytesRead;
+    this.pingTimer = setTimeout(onPingDeadline, PING_DEADLINE_MS, this);
+    this.pingTimer.unref();
+    if (this.session.closed || this.session.destroyed) return;
+    // Cold path (after a timeout), so a closure is fine here.
+    this.session.ping((err: Error | null) => {
+      if (err === null) this.onPingAck();
+    });
+  }
+
+  private onPingAck(): void {
+    if (this.pingTimer !== null) clearTimeout(this.pingTimer);
+    this.pingTimer = null;
+  }
+
+  /** The probe's time is up without a PING answer: dead unless bytes arrived meanwhile. */
+  onPingDeadline(): void {
+    this.pingTimer = null;
+    if (this.socket.bytesRead !== this.probeBytesRead) return;
+    this.markClosed();
+    this.socket.destroy(); // node:http2 cleans up on the socket's close
+  }
+}
+
+function onPingDeadline(conn: H2Conn): void {
+  conn.onPingDeadline();
 }
 
 /** One stream: sink of the request body, source of the response body. */
@@ -174,6 +233,9 @@ class H2UpstreamExchange implements FrameSink, FrameSource {
   readonly stream: http2.ClientHttp2Stream;
   private requestTrailers: http2.OutgoingHttpHeaders | null;
   private hasHead: boolean;
+  /** The response's content-length; -1 when it has none or no body may follow (HEAD, 204, 304). */
+  private declaredLength: number;
+  private bodyBytes: number;
   /** True once the engine was told (done, error) or cancelled us. */
   private isFinished: boolean;
   private isStreamDone: boolean;
@@ -186,6 +248,8 @@ class H2UpstreamExchange implements FrameSink, FrameSource {
     this.stream = stream;
     this.requestTrailers = null;
     this.hasHead = false;
+    this.declaredLength = -1;
+    this.bodyBytes = 0;
     this.isFinished = false;
     this.isStreamDone = false;
   }
@@ -220,11 +284,14 @@ class H2UpstreamExchange implements FrameSink, FrameSource {
     if (this.isFinished) return;
     const status = Number(headers[':status']);
     this.hasHead = true;
+    const length = headers['content-length'];
+    if (length !== undefined && status !== 204 && status !== 304 && this.ctx.method !== 'HEAD') this.declaredLength = Number(length);
     this.ctx.responseBody.source = this;
     this.handler.onUpstreamHead(this.ctx, this.gen, status, raw, (flags & NGHTTP2_FLAG_END_STREAM) !== 0);
   }
 
   onResponseData(chunk: Buffer): void {
+    this.bodyBytes += chunk.length;
     if (!this.isFinished) this.ctx.responseBody.push(chunk);
   }
 
@@ -235,6 +302,13 @@ class H2UpstreamExchange implements FrameSink, FrameSource {
   onResponseEnd(): void {
     if (this.isFinished) return;
     if (!this.hasHead) return; // 'close' reports the failure
+    // node:http2 also emits 'end' when it tears a stream down (the session died under it, e.g.
+    // a TCP FIN mid-response: rstCode CANCEL, no END_STREAM). Passing that on as the end of
+    // the response handed clients a truncated body as complete. A body short of its
+    // content-length, or a stream already reset, is left to 'close', which reports a reset.
+    // Regression: test/regress/h2-upstream-teardown-not-end.test.ts.
+    const code = this.stream.rstCode;
+    if (this.declaredLength >= 0 ? this.bodyBytes !== this.declaredLength : code !== undefined && code !== NGHTTP2_NO_ERROR) return;
     this.isFinished = true;
     this.detach();
     this.ctx.responseBody.end();
@@ -291,11 +365,13 @@ class H2UpstreamExchange implements FrameSink, FrameSource {
 
   // ---- engine handle ----
 
-  cancel(_err: SkiffError): void {
+  cancel(err: SkiffError): void {
     if (this.isFinished) return;
     this.isFinished = true;
     this.detach();
     this.cancelStream();
+    // A stream that timed out may sit on a dead session (H2Conn.probe).
+    if (err.code === ErrorCode.Timeout) this.conn.probe();
   }
 
   private cancelStream(): void {

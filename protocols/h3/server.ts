@@ -614,7 +614,7 @@ export class H3ServerStream implements DownstreamWriter, FrameSource {
     if (isEndStream) this.checkSent();
   }
 
-  writeError(status: number, code: string, body: string): void {
+  writeError(status: number, code: string, body: string, retryAfter: string): void {
     if (this.isHeadSent || this.out.isClosed) {
       this.abort(null);
       return;
@@ -625,6 +625,7 @@ export class H3ServerStream implements DownstreamWriter, FrameSource {
     const isHead = ctx !== null && ctx.method === 'HEAD';
     const fields = this.session.fields;
     fields.push(':status', statusText(status), 'content-type', 'text/plain; charset=utf-8', 'content-length', String(payload.length), 'x-skiff-error', code);
+    if (retryAfter !== '') fields.push('retry-after', retryAfter);
     const frame = this.session.encoder.encodeHeadersFrameView(fields);
     fields.length = 0;
     if (isHead || payload.length === 0) {
@@ -764,6 +765,8 @@ export class H3ServerStream implements DownstreamWriter, FrameSource {
   private sendDone(isAborted: boolean): void {
     if (this.isSendDone) return;
     this.isSendDone = true;
+    // Draining: the connection must not close before this response is acknowledged.
+    if (!isAborted && this.session.goawayId >= 0) this.session.awaitAck(this.id);
     const ctx = this.ctx;
     if (ctx !== null && ctx.isLive(this.gen)) this.session.listener.engine.onDownstreamDone(ctx, this.gen, isAborted);
     this.maybeForget();
@@ -799,6 +802,14 @@ class RequestSide implements MessageHandler {
 
 const CLIENT_RESET = new SkiffError(ErrorCode.DownstreamReset, 'downstream', 'client reset the stream before the request body ended');
 
+/**
+ * Drain: how often a session with no request left checks whether its last responses were
+ * acknowledged, and how long it waits for that before CONNECTION_CLOSE at the latest (a
+ * client that stopped acknowledging; the drain timeout bounds the whole drain anyway).
+ */
+const ACK_LINGER_POLL_MS = 10;
+const ACK_LINGER_MAX_MS = 2000;
+
 const STATUS_TEXT: string[] = [];
 function statusText(status: number): string {
   let s = STATUS_TEXT[status];
@@ -828,6 +839,12 @@ export class H3ServerSession extends H3Session {
   goawayId: number;
   /** The client certificate's SPIFFE ID (mutual TLS), read once per connection; '' without. */
   readonly peerIdentity: string;
+  /** After GOAWAY: responses finished whose acknowledgement the close waits for (null: none yet). */
+  private unacked: number[] | null;
+  /** Polls `unacked` once no request is left; null when not lingering. */
+  private lingerTimer: NodeJS.Timeout | null;
+  /** performance.now() after which the session closes even with responses unacknowledged. */
+  private lingerUntil: number;
 
   constructor(listener: H3Listener, quic: QuicConnection, peerIdentity: string) {
     super(quic, true, listener.maxHeaderBytes);
@@ -837,6 +854,9 @@ export class H3ServerSession extends H3Session {
     this.unseen = new Set();
     this.goawayId = -1;
     this.peerIdentity = peerIdentity;
+    this.unacked = null;
+    this.lingerTimer = null;
+    this.lingerUntil = 0;
   }
 
   override onEstablished(conn: QuicConnection): void {
@@ -899,6 +919,8 @@ export class H3ServerSession extends H3Session {
   }
 
   protected onConnectionClosed(_error: QuicError | null): void {
+    if (this.lingerTimer !== null) clearTimeout(this.lingerTimer);
+    this.lingerTimer = null;
     for (const s of [...this.streams.values()]) s.onConnectionGone();
     this.streams.clear();
     this.listener.onSessionClosed(this);
@@ -922,10 +944,52 @@ export class H3ServerSession extends H3Session {
     this.closeIfDrained();
   }
 
-  /** After GOAWAY: closes once no request is in progress or still expected below the GOAWAY id. */
-  private closeIfDrained(): void {
-    if (this.goawayId >= 0 && this.streams.size === 0 && this.unseen.size === 0) this.quic.close(H3_NO_ERROR, '');
+  /** A response finished after GOAWAY (its FIN is with quiche): closeIfDrained waits for its acknowledgement. */
+  awaitAck(id: number): void {
+    if (this.unacked === null) this.unacked = [];
+    this.unacked.push(id);
   }
+
+  /**
+   * After GOAWAY: closes once no request is in progress or still expected below the GOAWAY id,
+   * and the responses finished since GOAWAY were acknowledged (or ACK_LINGER_MAX_MS passed).
+   * Closing as soon as the last response's FIN was handed to quiche lost that response:
+   * CONNECTION_CLOSE makes quiche discard stream data not yet sent, and the close came in the
+   * same tick as the write, so the client saw its request fail with H3_NO_ERROR (found by
+   * test/e2e/drain.test.ts). Rejected: waiting for the client to close (quic-go's choice;
+   * clients that keep an idle connection would hold the drain to its timeout) and a fixed
+   * delay (no bound on what it guarantees).
+   */
+  private closeIfDrained(): void {
+    if (this.goawayId < 0 || this.streams.size > 0 || this.unseen.size > 0 || this.isConnectionClosed || this.lingerTimer !== null) return;
+    if (this.unacked !== null && this.unacked.length > 0) {
+      this.lingerUntil = performance.now() + ACK_LINGER_MAX_MS;
+      this.lingerTimer = setTimeout(lingerTick, ACK_LINGER_POLL_MS, this);
+      return;
+    }
+    this.quic.close(H3_NO_ERROR, '');
+  }
+
+  /** @internal The linger timer: drops acknowledged responses; closes when none is left (or at the deadline). */
+  checkAcked(): void {
+    this.lingerTimer = null;
+    if (this.isConnectionClosed) return;
+    const unacked = this.unacked;
+    let n = 0;
+    if (unacked !== null) {
+      for (const id of unacked) if (!this.quic.isStreamSettled(id)) unacked[n++] = id;
+      unacked.length = n;
+    }
+    if (n > 0 && performance.now() < this.lingerUntil) {
+      this.lingerTimer = setTimeout(lingerTick, ACK_LINGER_POLL_MS, this);
+      return;
+    }
+    this.quic.close(H3_NO_ERROR, '');
+  }
+}
+
+function lingerTick(session: H3ServerSession): void {
+  session.checkAcked();
 }
 
 /** The SPIFFE ID (URI SAN `spiffe://...`) of the leaf certificate, '' when none. */
@@ -970,6 +1034,10 @@ export class H3Listener {
   isMutualTls: boolean;
   connectionsOpened: number;
   connectionsClosed: number;
+  /** limits.maxConnections: QUIC connections this listener keeps at once (the endpoint refuses Initials past it). */
+  private maxConnections: number;
+  /** Initials dropped because the engine's overload manager refuses new connections. */
+  refusedOverload: number;
   private onAllClosed: (() => void) | null;
   private readonly mesh: H3MeshOptions | null;
   /** Stops following identity rotations; null unless mesh. */
@@ -988,6 +1056,8 @@ export class H3Listener {
     this.isMutualTls = false;
     this.connectionsOpened = 0;
     this.connectionsClosed = 0;
+    this.maxConnections = limits.maxConnections;
+    this.refusedOverload = 0;
     this.onAllClosed = null;
     this.mesh = mesh;
     this.unwatchIdentity = null;
@@ -1009,7 +1079,7 @@ export class H3Listener {
     // replaces `config` here, so new connections handshake with the new certificate and
     // bundle while established ones keep theirs (a quiche connection holds its own reference
     // to the TLS context it was made with).
-    const server: QuicServerOptions = { config, onConnection: (conn) => this.accept(conn) };
+    const server: QuicServerOptions = { config, onConnection: (conn) => this.accept(conn), admit: () => this.admit() };
     if (mesh !== null) {
       this.unwatchIdentity = mesh.identity.onChange((next) => {
         try {
@@ -1020,7 +1090,7 @@ export class H3Listener {
       });
     }
     try {
-      this.endpoint = await QuicEndpoint.open({ host: o.host, port: o.port, ownedStreamData: true, server });
+      this.endpoint = await QuicEndpoint.open({ host: o.host, port: o.port, ownedStreamData: true, server, maxConnections: this.maxConnections });
     } catch (err) {
       this.stopWatching();
       throw err;
@@ -1049,6 +1119,24 @@ export class H3Listener {
   private stopWatching(): void {
     if (this.unwatchIdentity !== null) this.unwatchIdentity();
     this.unwatchIdentity = null;
+  }
+
+  /** A new connection's first Initial: none while over the memory connection mark (src/overload.ts). */
+  private admit(): boolean {
+    if (!this.engine.overload.isRefusingConnections) return true;
+    this.refusedOverload++;
+    return false;
+  }
+
+  /** A reloaded limits.maxConnections; connections over a lowered limit are not closed. */
+  setMaxConnections(n: number): void {
+    this.maxConnections = n;
+    if (this.endpoint !== null) this.endpoint.maxConnections = n;
+  }
+
+  /** Initials dropped at limits.maxConnections. */
+  get refusedAtLimit(): number {
+    return this.endpoint === null ? 0 : this.endpoint.counters.refusedAtLimit;
   }
 
   private accept(conn: QuicConnection): QuicConnectionHandler {

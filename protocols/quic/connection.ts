@@ -350,6 +350,25 @@ export class QuicConnection {
   }
 
   /**
+   * True when quiche no longer holds `streamId` for delivery: the stream was collected
+   * (everything we sent on it, FIN included, was acknowledged and everything received was
+   * read), the peer stopped it, or the connection is gone. False while quiche keeps it. A
+   * draining server asks this before CONNECTION_CLOSE, which would discard what is still
+   * unacknowledged. quiche answers by throwing (InvalidStreamState, StreamStopped), so a true
+   * costs an exception: for the drain, not per request.
+   */
+  isStreamSettled(streamId: number): boolean {
+    const native = this.native;
+    if (native === null || this.state !== ConnectionState.Established) return true;
+    try {
+      native.streamCapacity(streamId);
+      return false;
+    } catch {
+      return true;
+    }
+  }
+
+  /**
    * Ends one direction of a stream abruptly: 'write' sends RESET_STREAM(code), 'read' sends
    * STOP_SENDING(code) and discards what quiche buffered. Returns false when there was nothing
    * to shut down (already done, unknown stream).

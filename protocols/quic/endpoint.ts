@@ -64,6 +64,12 @@ export interface QuicServerOptions {
    * are never shown to the application.
    */
   onConnection(conn: QuicConnection): QuicConnectionHandler;
+  /**
+   * Called for each Initial that would start a connection (after the maxConnections check);
+   * false drops it like a refusal at the limit (counted in `refused`). The listener's load
+   * shedding: no new connections above the memory mark.
+   */
+  admit?(): boolean;
 }
 
 export interface QuicEndpointOptions {
@@ -111,8 +117,10 @@ export interface QuicEndpointCounters {
   recvErrors: number;
   versionNegotiations: number;
   accepted: number;
-  /** Initials refused because maxConnections was reached or the endpoint is closing. */
+  /** Initials refused because maxConnections was reached, `admit()` said no, or the endpoint is closing. */
   refused: number;
+  /** Of those, the ones refused at maxConnections. */
+  refusedAtLimit: number;
   socketErrors: number;
 }
 
@@ -192,7 +200,8 @@ export class QuicEndpoint implements QuicConnectionOwner {
   private readonly isConnected: boolean;
   private readonly server: QuicServerOptions | null;
   private readonly clientConfig: QuicConfig | null;
-  private readonly maxConnections: number;
+  /** Bound on live connections (QuicEndpointOptions.maxConnections); may be changed at any time (config reload). */
+  maxConnections: number;
   private readonly maxDatagramsPerFlush: number;
   private readonly sendWindow: number;
   private readonly header: PacketHeader;
@@ -226,6 +235,7 @@ export class QuicEndpoint implements QuicConnectionOwner {
       versionNegotiations: 0,
       accepted: 0,
       refused: 0,
+      refusedAtLimit: 0,
       socketErrors: 0,
     };
     this.socket = socket;
@@ -484,8 +494,9 @@ export class QuicEndpoint implements QuicConnectionOwner {
     const server = this.server as QuicServerOptions;
     // RFC 9000 sections 7.2 and 14.1: the client's first DCID has >= 8 bytes, its Initial datagram >= 1200.
     if (msg.length < MIN_INITIAL_DATAGRAM || h.dcidLength < 8) return undefined;
-    if (this.isClosing || this.all.size >= this.maxConnections) {
+    if (this.isClosing || this.all.size >= this.maxConnections || (server.admit !== undefined && !server.admit())) {
       this.counters.refused++;
+      if (!this.isClosing && this.all.size >= this.maxConnections) this.counters.refusedAtLimit++;
       return undefined;
     }
     const scid = this.newScid();

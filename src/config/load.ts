@@ -11,7 +11,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { isAlias, isMap, isNode, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
+import { isAlias, isMap, isNode, isScalar, isSeq, LineCounter, parseDocument, visit, type Document } from 'yaml';
 import type * as z from 'zod';
 import { RouteTable } from '../routing/router.js';
 import { DEFAULT_CONFIG_SOURCE, DEFAULT_CONFIG_YAML } from './default.js';
@@ -25,11 +25,13 @@ import type {
   RetryPolicy,
   Limits,
   ListenerConfig,
+  MemoryMark,
   RouteConfig,
   SocketAddress,
   TelemetryConfig,
   TlsFiles,
   UpstreamTls,
+  XdsConfig,
 } from './types.js';
 
 export interface ConfigIssue {
@@ -65,6 +67,14 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   requestBodyTimeoutMs: 30_000,
   keepAliveTimeoutMs: 60_000,
   drainTimeoutMs: 20_000,
+  // Envoy's per-listener limit is unset by default and Istio sets none; 10,000 bounds a
+  // sidecar's sockets and their buffers (~10 KB to ~100 KB each) well under a container's
+  // memory while no single workload's fan-in reaches it. Same as the QUIC endpoint's default.
+  maxConnections: 10_000,
+  // Shares of V8's heap limit (docs/DESIGN.md "Limits"): connections are refused first, then
+  // requests shed, with headroom left for the requests in flight to finish.
+  memoryHighWatermark: Object.freeze({ ratio: 0.9, bytes: 0 }),
+  memoryConnectionWatermark: Object.freeze({ ratio: 0.85, bytes: 0 }),
 });
 export const DEFAULT_ROUTE_TIMEOUT_MS = 15_000;
 export const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
@@ -99,7 +109,9 @@ type PathSegment = string | number;
  */
 export function parseConfig(text: string, source: string, baseDir: string, version: number): ConfigSnapshot {
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
+  // logLevel 'error': the library's own warnings (e.g. a map used as a key) would go to
+  // process.emitWarning, i.e. the sidecar's stderr; the schema reports such keys itself.
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, logLevel: 'error' });
   if (doc.errors.length > 0) {
     throw new ConfigError(
       source,
@@ -111,9 +123,28 @@ export function parseConfig(text: string, source: string, baseDir: string, versi
     data = doc.toJS();
   } catch (err) {
     // Unresolved aliases and alias bombs surface here, not in doc.errors.
-    throw new ConfigError(source, [{ path: '', line: 0, message: `YAML: ${err instanceof Error ? err.message : String(err)}` }]);
+    throw new ConfigError(source, [{ path: '', line: aliasLine(doc, lineCounter), message: `YAML: ${err instanceof Error ? err.message : String(err)}` }]);
   }
+  // Every issue names a key or a line (test/unit/config/fuzz.test.ts): an empty document its first.
+  if (data === null || data === undefined) throw new ConfigError(source, [{ path: '', line: 1, message: 'the document is empty' }]);
   const lines = new LineFinder(doc, lineCounter);
+  return validate(data, source, baseDir, version, (path, message) => lines.issue(path, message), false);
+}
+
+/**
+ * Validates a document that is already plain data (no YAML): the xDS source composes the
+ * file's document with the resources the control plane sent and builds the snapshot here, so
+ * xDS resources go through exactly the checks a file does. Issues carry paths, no lines.
+ * `fromXds` allows clusters without endpoints (EDS may deliver none: requests then get 503
+ * no_healthy_upstream, as in Envoy) and documents without listeners.
+ */
+export function parseConfigObject(data: unknown, source: string, baseDir: string, version: number, fromXds: boolean): ConfigSnapshot {
+  return validate(data, source, baseDir, version, (path, message) => ({ path: formatPath(path), line: 0, message }), fromXds);
+}
+
+type IssueAt = (path: readonly PathSegment[], message: string) => ConfigIssue;
+
+function validate(data: unknown, source: string, baseDir: string, version: number, issueAt: IssueAt, fromXds: boolean): ConfigSnapshot {
   if (data === null || data === undefined) {
     throw new ConfigError(source, [{ path: '', line: 0, message: 'the document is empty' }]);
   }
@@ -123,7 +154,7 @@ export function parseConfig(text: string, source: string, baseDir: string, versi
     const report = (iss: z.core.$ZodIssue, prefix: readonly PathSegment[]): void => {
       const path = [...prefix, ...iss.path.filter(isSegment)];
       if (iss.code === 'unrecognized_keys') {
-        for (const key of iss.keys) issues.push(lines.issue([...path, key], `unknown key "${key}"`));
+        for (const key of iss.keys) issues.push(issueAt([...path, key], `unknown key "${key}"`));
         return;
       }
       if (iss.code === 'invalid_union') {
@@ -135,15 +166,26 @@ export function parseConfig(text: string, source: string, baseDir: string, versi
           return;
         }
       }
-      issues.push(lines.issue(path, iss.message));
+      issues.push(issueAt(path, iss.message));
     };
     for (const iss of result.error.issues) report(iss, []);
     throw new ConfigError(source, sortIssues(issues));
   }
   const issues: ConfigIssue[] = [];
-  const snapshot = build(result.data, source, baseDir, version, (path, message) => issues.push(lines.issue(path, message)));
+  const snapshot = build(result.data, source, baseDir, version, (path, message) => issues.push(issueAt(path, message)), fromXds);
   if (issues.length > 0) throw new ConfigError(source, sortIssues(issues));
+  documents.set(snapshot, { document: data as Readonly<Record<string, unknown>>, baseDir });
   return snapshot;
+}
+
+/** The plain document each snapshot was built from (the xDS source composes the file's with its resources). */
+const documents = new WeakMap<ConfigSnapshot, { readonly document: Readonly<Record<string, unknown>>; readonly baseDir: string }>();
+
+/** The document (plain data, before validation) and base folder a snapshot was built from. */
+export function documentOf(snapshot: ConfigSnapshot): { readonly document: Readonly<Record<string, unknown>>; readonly baseDir: string } {
+  const d = documents.get(snapshot);
+  if (d === undefined) throw new Error(`config version ${snapshot.version} was not built by the config loader`);
+  return d;
 }
 
 /** Reads a config file; relative TLS and CA paths are resolved against the file's folder. */
@@ -168,13 +210,16 @@ export function defaultSnapshot(version: number): ConfigSnapshot {
 
 type Report = (path: readonly PathSegment[], message: string) => void;
 
-function build(raw: RawConfig, source: string, baseDir: string, version: number, report: Report): ConfigSnapshot {
+function build(raw: RawConfig, source: string, baseDir: string, version: number, report: Report, fromXds: boolean): ConfigSnapshot {
+  const rawListeners = raw.listeners ?? [];
+  if (!fromXds && raw.xds === undefined && rawListeners.length === 0) report(['listeners'], 'at least one listener is needed (or an xds block to bring them)');
   const clusters = new Map<string, ClusterConfig>();
   (raw.clusters ?? []).forEach((c, i) => {
     if (clusters.has(c.name)) {
       report(['clusters', i, 'name'], `duplicate cluster name "${c.name}"`);
       return;
     }
+    if (!fromXds && c.endpoints.length === 0) report(['clusters', i, 'endpoints'], 'a cluster needs at least one endpoint');
     clusters.set(c.name, buildCluster(c, baseDir));
   });
 
@@ -213,7 +258,7 @@ function build(raw: RawConfig, source: string, baseDir: string, version: number,
     admin = Object.freeze(raw.admin.address);
     claimAddress(addresses, admin, 'admin', ['admin', 'address'], report);
   }
-  raw.listeners.forEach((l, i) => {
+  rawListeners.forEach((l, i) => {
     const first = names.get(l.name);
     if (first !== undefined) report(['listeners', i, 'name'], `duplicate listener name "${l.name}" (first at listeners[${first}])`);
     else names.set(l.name, i);
@@ -234,6 +279,9 @@ function build(raw: RawConfig, source: string, baseDir: string, version: number,
           requestBodyTimeoutMs: raw.limits.requestBodyTimeout ?? DEFAULT_LIMITS.requestBodyTimeoutMs,
           keepAliveTimeoutMs: raw.limits.keepAliveTimeout ?? DEFAULT_LIMITS.keepAliveTimeoutMs,
           drainTimeoutMs: raw.limits.drainTimeout ?? DEFAULT_LIMITS.drainTimeoutMs,
+          maxConnections: raw.limits.maxConnections ?? DEFAULT_LIMITS.maxConnections,
+          memoryHighWatermark: memoryMarkOf(raw.limits.memoryHighWatermark, DEFAULT_LIMITS.memoryHighWatermark),
+          memoryConnectionWatermark: memoryMarkOf(raw.limits.memoryConnectionWatermark, DEFAULT_LIMITS.memoryConnectionWatermark),
         });
 
   return Object.freeze({
@@ -249,7 +297,38 @@ function build(raw: RawConfig, source: string, baseDir: string, version: number,
     clusters,
     limits,
     telemetry: buildTelemetry(raw.telemetry, baseDir),
+    xds: buildXds(raw.xds, baseDir),
   });
+}
+
+export const DEFAULT_XDS_INITIAL_FETCH_TIMEOUT_MS = 15_000;
+export const DEFAULT_XDS_BACKOFF_BASE_MS = 500;
+export const DEFAULT_XDS_BACKOFF_MAX_MS = 30_000;
+
+function buildXds(x: RawConfig['xds'], baseDir: string): XdsConfig | null {
+  if (x === undefined) return null;
+  const file = (p: string | undefined): string | null => (p === undefined ? null : resolve(baseDir, p));
+  return Object.freeze({
+    server: x.server,
+    protocol: x.protocol ?? 'auto',
+    node: Object.freeze({
+      id: x.node.id,
+      cluster: x.node.cluster ?? '',
+      locality: Object.freeze({ region: x.node.locality?.region ?? '', zone: x.node.locality?.zone ?? '', subZone: x.node.locality?.subZone ?? '' }),
+      metadata: Object.freeze({ ...(x.node.metadata ?? {}) }),
+    }),
+    tls:
+      x.tls === undefined || x.tls === null
+        ? null
+        : Object.freeze({ ca: file(x.tls.ca), cert: file(x.tls.cert), key: file(x.tls.key), servername: x.tls.servername ?? null }),
+    initialFetchTimeoutMs: x.initialFetchTimeout ?? DEFAULT_XDS_INITIAL_FETCH_TIMEOUT_MS,
+    backoffBaseMs: x.backoffBase ?? DEFAULT_XDS_BACKOFF_BASE_MS,
+    backoffMaxMs: x.backoffMax ?? DEFAULT_XDS_BACKOFF_MAX_MS,
+  });
+}
+
+function memoryMarkOf(raw: MemoryMark | undefined, fallback: MemoryMark): MemoryMark {
+  return raw === undefined ? fallback : Object.freeze({ ratio: raw.ratio, bytes: raw.bytes });
 }
 
 function buildTelemetry(t: RawConfig['telemetry'], baseDir: string): TelemetryConfig {
@@ -389,6 +468,22 @@ export function formatPath(path: readonly PathSegment[]): string {
     else out += `[${JSON.stringify(seg)}]`;
   }
   return out;
+}
+
+/** The line of the alias toJS() failed on: the first unresolved one, else the first alias (an alias bomb); 1 if none. */
+function aliasLine(doc: Document, lineCounter: LineCounter): number {
+  let first = 0;
+  let unresolved = 0;
+  visit(doc, {
+    Alias(_key, node) {
+      const line = node.range === undefined || node.range === null ? 0 : lineCounter.linePos(node.range[0]).line;
+      if (first === 0) first = line;
+      if (node.resolve(doc) !== undefined) return undefined;
+      unresolved = line;
+      return visit.BREAK;
+    },
+  });
+  return unresolved || first || 1;
 }
 
 /** Maps issue paths to lines by walking the YAML node tree. */

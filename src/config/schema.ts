@@ -10,7 +10,7 @@
  * Paths of issues are paths into the YAML document; load.ts maps them back to line numbers.
  */
 import * as z from 'zod';
-import type { HeaderMatch, RouteMatch, SocketAddress } from './types.js';
+import type { HeaderMatch, MemoryMark, RouteMatch, SocketAddress } from './types.js';
 
 /** Node's timers treat anything above this as 1 ms; longer durations are rejected. */
 export const MAX_DURATION_MS = 2_147_483_647;
@@ -75,6 +75,27 @@ export function parseSize(v: unknown): Parsed<number> {
     return fail(`invalid size: expected a number of bytes or a string like 64KiB, got ${describe(v)}`);
   }
   return ok(bytes);
+}
+
+const PERCENT_RE = /^(\d{1,3}(?:\.\d+)?)%$/;
+
+/**
+ * A memory mark (limits.memoryHighWatermark, limits.memoryConnectionWatermark): `90%` (a share
+ * of V8's heap limit, above 0 and at most 100%) or a size (`768MiB`, bytes of heap in use);
+ * 0 turns the mark off. No bare 0..1 ratio: a plain number is bytes, as in every size.
+ */
+export function parseMemoryMark(v: unknown): Parsed<MemoryMark> {
+  if (typeof v === 'string') {
+    const m = PERCENT_RE.exec(v.trim());
+    if (m !== null) {
+      const percent = Number(m[1]);
+      if (percent <= 0 || percent > 100) return fail(`invalid memory mark "${v}": a percentage must be above 0% and at most 100%`);
+      return ok({ ratio: percent / 100, bytes: 0 });
+    }
+  }
+  const size = parseSize(v);
+  if (!size.ok) return fail(`invalid memory mark ${typeof v === 'string' ? `"${v}"` : String(v)}: use a share of the heap limit like 90% or a size like 768MiB (0 turns it off)`);
+  return ok({ ratio: 0, bytes: size.value });
 }
 
 /**
@@ -195,6 +216,7 @@ const duration = z.unknown().transform((v, ctx) => fromParsed(parseDuration(v), 
 const positiveDuration = duration.refine((ms) => ms > 0, 'must be greater than 0');
 const size = z.unknown().transform((v, ctx) => fromParsed(parseSize(v), ctx));
 const positiveSize = size.refine((n) => n > 0, 'must be greater than 0');
+const memoryMark = z.unknown().transform((v, ctx) => fromParsed(parseMemoryMark(v), ctx));
 const listenAddress = z.string().transform((s, ctx) => fromParsed(parseAddress(s, true), ctx));
 const endpointAddress = z.string().transform((s, ctx) => fromParsed(parseAddress(s, false), ctx));
 const name = z.string().min(1, 'must not be empty');
@@ -214,6 +236,9 @@ const limitsSchema = z.strictObject({
   requestBodyTimeout: duration.optional(),
   keepAliveTimeout: duration.optional(),
   drainTimeout: duration.optional(),
+  maxConnections: z.int().min(1).optional(),
+  memoryHighWatermark: memoryMark.optional(),
+  memoryConnectionWatermark: memoryMark.optional(),
 });
 
 const listenerTlsSchema = z.strictObject({
@@ -359,7 +384,8 @@ const clusterSchema = z
   .strictObject({
     name,
     protocol: upstreamProtocol,
-    endpoints: z.array(endpointAddress).min(1, 'a cluster needs at least one endpoint'),
+    // At least one in a file (load.ts build): an xDS cluster may have none.
+    endpoints: z.array(endpointAddress),
     maxBodyBytes: size.optional(),
     connectTimeout: positiveDuration.optional(),
     idleTimeout: positiveDuration.optional(),
@@ -406,13 +432,45 @@ const telemetrySchema = z.strictObject({
   accessLog: accessLogSchema.optional(),
 });
 
-/** The whole file. `listeners` is required; `routes` and `clusters` may be left out. */
+/**
+ * The xDS control plane (mesh/xds/): `server` is `host:port` (an IP literal or localhost) or
+ * `unix:/path/to.sock` (Istio's pilot-agent socket); `node.id` is what the control plane
+ * knows this sidecar by (Istio: `sidecar~IP~POD.NS~NS.svc.cluster.local`).
+ */
+const xdsSchema = z.strictObject({
+  server: z.string().refine((s) => /^unix:.+/.test(s) || parseAddress(s, false).ok, {
+    message: 'must be host:port (an IP literal or localhost) or unix:/path/to/socket',
+  }),
+  protocol: z.enum(['auto', 'delta', 'sotw']).optional(),
+  node: z.strictObject({
+    id: z.string().min(1, 'must not be empty'),
+    cluster: z.string().optional(),
+    locality: z.strictObject({ region: z.string().optional(), zone: z.string().optional(), subZone: z.string().optional() }).optional(),
+    metadata: z.record(z.string(), z.string({ error: 'metadata values must be strings' })).optional(),
+  }),
+  tls: z
+    .strictObject({
+      ca: nonEmptyPath.optional(),
+      cert: nonEmptyPath.optional(),
+      key: nonEmptyPath.optional(),
+      servername: z.string().min(1, 'must not be empty').optional(),
+    })
+    .refine((t) => (t.cert === undefined) === (t.key === undefined), { message: 'give both cert and key (client certificate) or neither' })
+    .nullable()
+    .optional(),
+  initialFetchTimeout: duration.optional(),
+  backoffBase: positiveDuration.optional(),
+  backoffMax: positiveDuration.optional(),
+});
+
+/** The whole file. `listeners` is required unless an `xds` block brings them (load.ts); `routes` and `clusters` may be left out. */
 export const configSchema = z.strictObject({
   admin: adminSchema.nullable().optional(),
   identity: identitySchema.optional(),
   limits: limitsSchema.optional(),
   telemetry: telemetrySchema.optional(),
-  listeners: z.array(listenerSchema).min(1, 'at least one listener is needed'),
+  xds: xdsSchema.optional(),
+  listeners: z.array(listenerSchema).optional(),
   routes: z.record(z.string().min(1, 'route table names must not be empty'), z.array(routeSchema)).optional(),
   clusters: z.array(clusterSchema).optional(),
 });

@@ -169,6 +169,27 @@ export interface Limits {
   readonly keepAliveTimeoutMs: number;
   /** How long SIGTERM waits for in-flight requests. */
   readonly drainTimeoutMs: number;
+  /**
+   * Downstream connections per listener and transport (TCP; QUIC counted apart). Above it a
+   * new TCP connection is accepted and closed at once, a QUIC Initial is dropped.
+   */
+  readonly maxConnections: number;
+  /** Above this heap use new requests get 503 `SKIFF_ERR_LOAD_SHED` with `retry-after` (flag OM). */
+  readonly memoryHighWatermark: MemoryMark;
+  /** Above this heap use listeners refuse new connections (existing ones keep working). */
+  readonly memoryConnectionWatermark: MemoryMark;
+}
+
+/**
+ * A memory mark, compared with V8's heap in use (`used_heap_size`) on a 250 ms sample
+ * (src/overload.ts): a share of V8's heap limit (`90%` in the file) or a number of bytes.
+ * Exactly one of the two is non-zero; both 0 turns the mark off.
+ */
+export interface MemoryMark {
+  /** Share of `heap_size_limit`, 0 < ratio <= 1; 0 when unused. */
+  readonly ratio: number;
+  /** Bytes of heap in use; 0 when unused. */
+  readonly bytes: number;
 }
 
 export type TracePropagator = 'tracecontext' | 'baggage' | 'b3' | 'b3multi';
@@ -209,6 +230,27 @@ export interface TelemetryConfig {
   readonly accessLog: AccessLogConfig;
 }
 
+/** Where the xDS control plane is and who this sidecar is to it (`xds:` in the file). */
+export interface XdsConfig {
+  /** `host:port` or `unix:/path`. */
+  readonly server: string;
+  /** auto: delta xDS, falling back to state-of-the-world when the server does not implement it. */
+  readonly protocol: 'auto' | 'delta' | 'sotw';
+  readonly node: {
+    readonly id: string;
+    readonly cluster: string;
+    readonly locality: { readonly region: string; readonly zone: string; readonly subZone: string };
+    readonly metadata: Readonly<Record<string, string>>;
+  };
+  /** null: plaintext (a local socket or a trusted network). ca null: Node's default roots. */
+  readonly tls: { readonly ca: string | null; readonly cert: string | null; readonly key: string | null; readonly servername: string | null } | null;
+  /** How long the first configuration may take before the sidecar reports ready without it. */
+  readonly initialFetchTimeoutMs: number;
+  /** Reconnect backoff: jittered exponential from base to max. */
+  readonly backoffBaseMs: number;
+  readonly backoffMaxMs: number;
+}
+
 export interface ConfigSnapshot {
   /** Grows by one on every swap. */
   readonly version: number;
@@ -224,4 +266,6 @@ export interface ConfigSnapshot {
   readonly clusters: ReadonlyMap<string, ClusterConfig>;
   readonly limits: Limits;
   readonly telemetry: TelemetryConfig;
+  /** The control plane this snapshot's xDS part comes from; null when configured by the file only. */
+  readonly xds: XdsConfig | null;
 }

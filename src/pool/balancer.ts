@@ -218,17 +218,23 @@ export function pickEndpoint<P extends Balanced>(pools: readonly P[], kind: Load
     }
     return pools[(state.cursor + 1) % n];
   }
-  // Power of two choices: two distinct random candidates among the eligible ones.
+  // Power of two choices: two distinct random candidates among the eligible ones. With one
+  // eligible pool there is no second candidate: it is the answer. (The second draw used to
+  // fall back to any pool, the avoided or an ejected one included, and win on a lower cost:
+  // a retry went back to the endpoint that had just refused it, every time its penalised
+  // estimate was below the healthy one's cost under load; test/regress/p2c-single-eligible.test.ts.)
   const a = randomEligible(pools, skipEjected, avoid, now, null);
+  if (a === undefined) return pools[(Math.random() * n) | 0]; // not reached: n >= 2, and some pool is eligible
   const b = randomEligible(pools, skipEjected, avoid, now, a);
-  if (b === undefined || a === b) return a;
+  if (b === undefined) return a;
   if (kind === 'least-request') return a.stats.activeRequests <= b.stats.activeRequests ? a : b;
   const ca = a.stats.cost(now) * (a.stats.activeRequests + 1);
   const cb = b.stats.cost(now) * (b.stats.activeRequests + 1);
   return ca <= cb ? a : b;
 }
 
-function randomEligible<P extends Balanced>(pools: readonly P[], skipEjected: boolean, avoid: P | null, now: number, not: P | null): P {
+/** A random pool other than `not`, skipping ejected pools and `avoid` when `skipEjected`; undefined when none is left. */
+function randomEligible<P extends Balanced>(pools: readonly P[], skipEjected: boolean, avoid: P | null, now: number, not: P | null): P | undefined {
   const n = pools.length;
   const start = (Math.random() * n) | 0;
   for (let i = 0; i < n; i++) {
@@ -237,7 +243,7 @@ function randomEligible<P extends Balanced>(pools: readonly P[], skipEjected: bo
     if (skipEjected && (p.stats.isEjected(now) || p === avoid)) continue;
     return p;
   }
-  return pools[start];
+  return undefined;
 }
 
 /**

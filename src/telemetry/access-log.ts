@@ -11,6 +11,12 @@ import { responseFlagOf } from '../errors.js';
 import { getHeader } from '../headers.js';
 
 const PROTOCOL_NAME: Readonly<Record<string, string>> = { http1: 'HTTP/1.1', h2: 'HTTP/2', h3: 'HTTP/3' };
+/**
+ * Bound of the in-memory buffer in front of the destination (~50,000 lines): a destination
+ * that stops draining (a full pipe, a stalled disk) costs at most this much memory; lines past
+ * it are dropped and counted (`dropped`), never queued. sonic-boom's default is no bound.
+ */
+export const ACCESS_LOG_BUFFER_BYTES = 16 * 1024 * 1024;
 
 /** One access log record; field names follow Envoy's default JSON access log. */
 interface AccessRecord {
@@ -41,6 +47,8 @@ export class AccessLog {
   readonly sampleRate: number;
   /** Lines written (handed to the destination). */
   lines: number;
+  /** Lines dropped because the buffer held ACCESS_LOG_BUFFER_BYTES already. */
+  dropped: number;
   private readonly logger: pino.Logger;
   private readonly dest: pino.DestinationStream & { flushSync(): void; end(): void };
 
@@ -48,8 +56,13 @@ export class AccessLog {
     this.path = cfg.path;
     this.sampleRate = cfg.sampleRate;
     this.lines = 0;
+    this.dropped = 0;
     const target = cfg.path === 'stdout' ? 1 : cfg.path === 'stderr' ? 2 : cfg.path;
-    this.dest = pino.destination({ dest: target, sync: false, mkdir: true });
+    const dest = pino.destination({ dest: target, sync: false, mkdir: true, maxLength: ACCESS_LOG_BUFFER_BYTES });
+    dest.on('drop', () => {
+      this.dropped++;
+    });
+    this.dest = dest;
     this.logger = pino(
       // Every line says what it is ("type":"access"): stdout may carry other output too.
       // (An empty level object would make pino 10 write `{,`.)

@@ -44,9 +44,22 @@ export interface MetricsSource {
     readonly config: { readonly name: string; readonly direction: ListenerDirection };
     readonly connectionsOpened: number;
     readonly connectionsClosed: number;
+    /** Connections refused at limits.maxConnections, and over the memory connection mark. */
+    readonly connectionsRefusedAtLimit: number;
+    readonly connectionsRefusedOverload: number;
   }[];
+  /** The overload manager (src/overload.ts); absent in benches that have none. */
+  readonly overload?: {
+    readonly isShedding: boolean;
+    readonly isRefusingConnections: boolean;
+    readonly requestsShed: number;
+    readonly heapUsed: number;
+    readonly heapLimit: number;
+  };
   traceStats(): { readonly exported: number; readonly droppedQueueFull: number; readonly droppedExportFailed: number; readonly queued: number } | null;
   accessLogLines(): number | null;
+  /** Access log lines dropped at the buffer bound; absent or null without an access log. */
+  accessLogDropped?(): number | null;
 }
 
 /** Istio's default buckets. */
@@ -57,7 +70,8 @@ const BYTE_BOUNDS = Float64Array.from(BYTE_BUCKETS);
 const DURATION_LE = DURATION_BUCKETS_MS.map(String);
 const BYTE_LE = BYTE_BUCKETS.map(String);
 
-const FLAGS = ['-', 'NR', 'NC', 'UH', 'UF', 'UO', 'UT', 'UC', 'UPE', 'DC', 'DPE', 'SI'];
+/** At most 16 (4 bits of the series key). */
+const FLAGS = ['-', 'NR', 'NC', 'UH', 'UF', 'UO', 'UT', 'UC', 'UPE', 'DC', 'DPE', 'SI', 'OM'];
 const FLAG_INDEX = new Map(FLAGS.map((f, i) => [f, i]));
 
 /** Index of the first bucket whose bound is >= v; bounds.length for +Inf. */
@@ -463,6 +477,49 @@ function registerInternals(registry: Registry, workload: string, src: MetricsSou
     },
   });
   new Counter({
+    name: 'skiff_downstream_connections_refused_total',
+    help: 'Downstream connections closed at accept (QUIC: Initial datagrams dropped), by reason: max_connections (limits.maxConnections) or memory (limits.memoryConnectionWatermark).',
+    labelNames: ['listener', 'reason'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const l of src.listenerStats) {
+        this.inc({ listener: l.config.name, reason: 'max_connections' }, l.connectionsRefusedAtLimit);
+        this.inc({ listener: l.config.name, reason: 'memory' }, l.connectionsRefusedOverload);
+      }
+    },
+  });
+  // ---- overload manager (Envoy: overload.<action>.active, downstream_rq_overload_close) ----
+  new Counter({
+    name: 'skiff_overload_requests_shed_total',
+    help: 'Requests answered 503 SKIFF_ERR_LOAD_SHED (flag OM) because the heap was over limits.memoryHighWatermark.',
+    registers,
+    collect() {
+      this.reset();
+      if (src.overload !== undefined) this.inc(src.overload.requestsShed);
+    },
+  });
+  new Gauge({
+    name: 'skiff_overload_active',
+    help: '1 while an overload action is on: shed_requests (limits.memoryHighWatermark), refuse_connections (limits.memoryConnectionWatermark).',
+    labelNames: ['action'] as const,
+    registers,
+    collect() {
+      const o = src.overload;
+      this.set({ action: 'shed_requests' }, o !== undefined && o.isShedding ? 1 : 0);
+      this.set({ action: 'refuse_connections' }, o !== undefined && o.isRefusingConnections ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'skiff_overload_heap_used_ratio',
+    help: "V8 heap in use over V8's heap limit at the overload manager's last sample (every 250 ms).",
+    registers,
+    collect() {
+      const o = src.overload;
+      this.set(o !== undefined && o.heapLimit > 0 ? o.heapUsed / o.heapLimit : 0);
+    },
+  });
+  new Counter({
     name: 'skiff_upstream_connections_opened_total',
     help: 'Upstream connection attempts per endpoint.',
     labelNames: poolLabels,
@@ -510,6 +567,16 @@ function registerInternals(registry: Registry, workload: string, src: MetricsSou
     collect() {
       this.reset();
       const n = src.accessLogLines();
+      if (n !== null) this.inc(n);
+    },
+  });
+  new Counter({
+    name: 'skiff_access_log_lines_dropped_total',
+    help: 'Access log lines dropped because the destination fell 16 MiB behind.',
+    registers,
+    collect() {
+      this.reset();
+      const n = src.accessLogDropped === undefined ? null : src.accessLogDropped();
       if (n !== null) this.inc(n);
     },
   });

@@ -64,7 +64,7 @@ function exchange(text: string, maxMs: number): Promise<{ data: string; closedAf
 it('a request head that stops arriving gets 408 and a close', async () => {
   const r = await exchange('GET / HTTP/1.1\r\nHost: a\r\n', 5000);
   assert.match(r.data, /^HTTP\/1\.1 408 /);
-  assert.match(r.data, /x-skiff-error: SKIFF_ERR_BAD_REQUEST/);
+  assert.match(r.data, /x-skiff-error: SKIFF_ERR_REQUEST_TIMEOUT/);
   assert.ok(r.closedAfterMs < 3000, `closed after ${r.closedAfterMs} ms`);
 });
 

@@ -83,11 +83,17 @@ class ClientSession extends H3Session {
   readonly raw: Map<number, RawH3Stream>;
   /** Do not open our control stream (tests that write their own, or none). */
   readonly skipControl: boolean;
+  /** Stream IDs of every GOAWAY the server sent on its control stream, in order. */
+  readonly goawayIds: number[];
+  /** Called on each GOAWAY (after it is recorded in goawayIds); null: none. */
+  goawayListener: ((id: number) => void) | null;
   constructor(quic: QuicConnection, skipControl = false) {
     super(quic, false, 1024 * 1024);
     this.pending = new Map();
     this.raw = new Map();
     this.skipControl = skipControl;
+    this.goawayIds = [];
+    this.goawayListener = null;
   }
   override onEstablished(conn: QuicConnection): void {
     if (!this.skipControl) super.onEstablished(conn);
@@ -147,7 +153,10 @@ class ClientSession extends H3Session {
     if (p === undefined) return;
     if (p.out.flush()) this.pump(p);
   }
-  protected onPeerGoaway(_id: number): void {}
+  protected onPeerGoaway(id: number): void {
+    this.goawayIds.push(id);
+    if (this.goawayListener !== null) this.goawayListener(id);
+  }
   protected onConnectionClosed(error: QuicError | null): void {
     for (const p of this.pending.values()) p.reject(new Error(`connection closed: ${error === null ? 'cleanly' : error.message}`));
     this.pending.clear();
@@ -304,6 +313,19 @@ export class H3TestClient {
   /** Request pseudo-headers for a GET of `path` to this server, to extend or break. */
   requestFields(path: string, method = 'GET'): string[] {
     return [':method', method, ':scheme', 'https', ':authority', this.authority, ':path', path];
+  }
+
+  /**
+   * Stream IDs announced by the server's GOAWAY frames (control stream), in arrival order;
+   * empty until one arrives. Requests on streams at or above the last one will not be served.
+   */
+  get goawayIds(): readonly number[] {
+    return this.session.goawayIds;
+  }
+
+  /** Calls `cb` with the stream ID of every GOAWAY that arrives from now on. */
+  onGoaway(cb: ((id: number) => void) | null): void {
+    this.session.goawayListener = cb;
   }
 
   /** True once the connection is closing, draining or closed (either side). */

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, defaultSnapshot, loadConfigFile, parseConfig, type ConfigIssue } from '../../../src/config/load.js';
-import { parseAddress, parseAuthority, parseDuration, parseSize } from '../../../src/config/schema.js';
+import { parseAddress, parseAuthority, parseDuration, parseMemoryMark, parseSize } from '../../../src/config/schema.js';
 import type { ConfigSnapshot } from '../../../src/config/types.js';
 
 // Compiled to dist/test/unit/config/; the fixtures stay in the source tree.
@@ -77,6 +77,9 @@ describe('parseConfig: valid input', () => {
       requestBodyTimeoutMs: 30_000,
       keepAliveTimeoutMs: 60_000,
       drainTimeoutMs: 20_000,
+      maxConnections: 10_000,
+      memoryHighWatermark: { ratio: 0.9, bytes: 0 },
+      memoryConnectionWatermark: { ratio: 0.85, bytes: 0 },
     });
     assert.deepEqual(s.listeners, [
       { name: 'in', direction: 'inbound', address: { host: '127.0.0.1', port: 15006 }, protocols: ['http1', 'h2c'], tls: null, meshTls: false, authorize: [], routes: 'main' },
@@ -234,7 +237,24 @@ describe('parseConfig: valid input', () => {
       requestBodyTimeoutMs: 30_000,
       keepAliveTimeoutMs: 120_000,
       drainTimeoutMs: 3_600_000,
+      maxConnections: 10_000,
+      memoryHighWatermark: { ratio: 0.9, bytes: 0 },
+      memoryConnectionWatermark: { ratio: 0.85, bytes: 0 },
     });
+  });
+
+  it('limits: maxConnections and the memory marks as a share of the heap limit, a size, or 0 (off)', () => {
+    const s = parse(yaml('limits:', '  maxConnections: 3', '  memoryHighWatermark: 92.5%', '  memoryConnectionWatermark: 768MiB', ...MINIMAL));
+    assert.equal(s.limits.maxConnections, 3);
+    assert.deepEqual(s.limits.memoryHighWatermark, { ratio: 0.925, bytes: 0 });
+    assert.deepEqual(s.limits.memoryConnectionWatermark, { ratio: 0, bytes: 768 * 1024 * 1024 });
+    assert.ok(Object.isFrozen(s.limits.memoryHighWatermark));
+    const plain = parse(yaml('limits:', '  memoryHighWatermark: 1048576', '  memoryConnectionWatermark: 0', ...MINIMAL));
+    assert.deepEqual(plain.limits.memoryHighWatermark, { ratio: 0, bytes: 1048576 });
+    assert.deepEqual(plain.limits.memoryConnectionWatermark, { ratio: 0, bytes: 0 }, '0 turns the mark off');
+    const full = parse(yaml('limits:', '  memoryHighWatermark: 100%', ...MINIMAL));
+    assert.deepEqual(full.limits.memoryHighWatermark, { ratio: 1, bytes: 0 });
+    assert.deepEqual(full.limits.memoryConnectionWatermark, { ratio: 0.85, bytes: 0 }, 'a key left out keeps its default');
   });
 
   it('telemetry settings parse; the access log path is relative to the config file', () => {
@@ -399,6 +419,13 @@ describe('parseConfig: each bad input names its key path and line', () => {
     expectIssue(yaml('limits:', '  headersTimeout: soon', ...MINIMAL), 'limits.headersTimeout', 2, /invalid duration/);
     expectIssue(yaml('limits:', '', '  maxHeaderBytes: 16KB', ...MINIMAL), 'limits.maxHeaderBytes', 3, /invalid size/);
     expectIssue(yaml('limits:', '  streamBufferBytes: 0', ...MINIMAL), 'limits.streamBufferBytes', 2, /greater than 0/);
+    expectIssue(yaml('limits:', '  maxConnections: 0', ...MINIMAL), 'limits.maxConnections', 2);
+    expectIssue(yaml('limits:', '  maxConnections: 1.5', ...MINIMAL), 'limits.maxConnections', 2);
+    expectIssue(yaml('limits:', '  memoryHighWatermark: 0.9', ...MINIMAL), 'limits.memoryHighWatermark', 2, /invalid memory mark 0\.9: use a share of the heap limit like 90%/);
+    expectIssue(yaml('limits:', '  memoryHighWatermark: 0%', ...MINIMAL), 'limits.memoryHighWatermark', 2, /above 0% and at most 100%/);
+    expectIssue(yaml('limits:', '  memoryHighWatermark: 101%', ...MINIMAL), 'limits.memoryHighWatermark', 2, /above 0% and at most 100%/);
+    expectIssue(yaml('limits:', '', '  memoryConnectionWatermark: lots', ...MINIMAL), 'limits.memoryConnectionWatermark', 3, /invalid memory mark "lots"/);
+    expectIssue(yaml('limits:', '  memoryConnectionWatermark: 1GB', ...MINIMAL), 'limits.memoryConnectionWatermark', 2, /invalid memory mark/);
     expectIssue(withLine(13, '    endpoints: [127.0.0.1:8080]', '    connectTimeout: 0'), 'clusters[0].connectTimeout', 14, /greater than 0/);
   });
 
@@ -418,6 +445,31 @@ describe('parseConfig: each bad input names its key path and line', () => {
       5,
       /h2c is cleartext/,
     );
+  });
+
+  it('an xds block: defaults, paths resolved, listeners optional, bad values named', () => {
+    const s = parse(yaml('xds:', '  server: unix:/etc/istio/proxy/XDS', '  node: { id: sidecar~10.0.0.1~web-0.shop~shop.svc.cluster.local }'));
+    assert.deepEqual(s.listeners, []);
+    assert.deepEqual(s.xds, {
+      server: 'unix:/etc/istio/proxy/XDS',
+      protocol: 'auto',
+      node: { id: 'sidecar~10.0.0.1~web-0.shop~shop.svc.cluster.local', cluster: '', locality: { region: '', zone: '', subZone: '' }, metadata: {} },
+      tls: null,
+      initialFetchTimeoutMs: 15_000,
+      backoffBaseMs: 500,
+      backoffMaxMs: 30_000,
+    });
+    const t = parse(yaml('xds:', '  server: 127.0.0.1:15010', '  protocol: sotw', '  node: { id: n, cluster: c, locality: { zone: z }, metadata: { A: "1" } }',
+      '  tls: { ca: ca.pem, cert: c.pem, key: k.pem }', '  initialFetchTimeout: 2s', ...MINIMAL));
+    assert.equal(t.xds?.protocol, 'sotw');
+    assert.deepEqual(t.xds?.tls, { ca: '/etc/skiff/ca.pem', cert: '/etc/skiff/c.pem', key: '/etc/skiff/k.pem', servername: null });
+    assert.equal(t.xds?.initialFetchTimeoutMs, 2000);
+    assert.equal(t.listeners.length, 1);
+    assert.equal(parse(yaml(...MINIMAL)).xds, null);
+    expectIssue(yaml('xds:', '  server: istiod:15010', '  node: { id: n }'), 'xds.server', 2, /host:port .* or unix:/);
+    expectIssue(yaml('xds:', '  server: 127.0.0.1:15010', '  node: { id: n }', '  tls: { cert: c.pem }'), 'xds.tls', 4, /both cert and key/);
+    expectIssue(yaml('xds:', '  server: 127.0.0.1:15010'), 'xds.node', 1, /required/);
+    expectIssue(yaml('xds:', '  server: 127.0.0.1:15010', '  node: { id: n }', '  protocol: rest'), 'xds.protocol', 4);
   });
 
   it('h3 on a listener needs tls; with tls it parses', () => {
@@ -542,9 +594,10 @@ describe('parseConfig: each bad input names its key path and line', () => {
   });
 
   it('an empty document or one without listeners', () => {
-    expectIssue('', '', 0, /empty/);
-    expectIssue('# nothing\n', '', 0, /empty/);
-    expectIssue(yaml('admin:', '  address: 127.0.0.1:15000'), 'listeners', 1, /required/);
+    // Line 1: every issue names a key or a line (test/unit/config/fuzz.test.ts).
+    expectIssue('', '', 1, /empty/);
+    expectIssue('# nothing\n', '', 1, /empty/);
+    expectIssue(yaml('admin:', '  address: 127.0.0.1:15000'), 'listeners', 1, /at least one listener is needed \(or an xds block/);
     expectIssue(yaml('listeners: []'), 'listeners', 1, /at least one listener/);
     expectIssue(yaml('- a', '- b'), '', 1, /object/);
   });
@@ -608,6 +661,18 @@ describe('value parsers', () => {
     assert.deepEqual(parseSize('512B'), { ok: true, value: 512 });
     for (const bad of ['1KB', '1 kib', '1.5MiB', -1, 0.5, 'lots', null]) {
       assert.equal(parseSize(bad).ok, false, String(bad));
+    }
+  });
+
+  it('parseMemoryMark', () => {
+    assert.deepEqual(parseMemoryMark('90%'), { ok: true, value: { ratio: 0.9, bytes: 0 } });
+    assert.deepEqual(parseMemoryMark(' 12.5% '), { ok: true, value: { ratio: 0.125, bytes: 0 } });
+    assert.deepEqual(parseMemoryMark('100%'), { ok: true, value: { ratio: 1, bytes: 0 } });
+    assert.deepEqual(parseMemoryMark('512MiB'), { ok: true, value: { ratio: 0, bytes: 512 * 1024 * 1024 } });
+    assert.deepEqual(parseMemoryMark(4096), { ok: true, value: { ratio: 0, bytes: 4096 } });
+    assert.deepEqual(parseMemoryMark(0), { ok: true, value: { ratio: 0, bytes: 0 } });
+    for (const bad of ['0%', '100.1%', '1000%', '-5%', '90 %', '%', 0.9, '0.9', '1KB', null, true]) {
+      assert.equal(parseMemoryMark(bad).ok, false, String(bad));
     }
   });
 

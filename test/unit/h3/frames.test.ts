@@ -593,3 +593,48 @@ test('critical streams: one of each per peer', () => {
   assert.equal(c.register(UniStreamKind.QpackDecoder)?.code, H3_STREAM_CREATION_ERROR);
   assert.equal(CriticalStreams.closed(UniStreamKind.QpackEncoder).code, H3_CLOSED_CRITICAL_STREAM);
 });
+
+// ---------------------------------------------------------------------------------------------
+// Hostile input on the remaining decoders (issue 7: every decoder Skiff owns)
+
+test('parseSettings: property, arbitrary payloads give settings or H3_SETTINGS_ERROR / H3_FRAME_ERROR, never a throw', () => {
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 80 }), (bytes) => {
+      const r = parseSettings(bytes);
+      if (r instanceof H3Error) {
+        assert.ok(r.code === H3_SETTINGS_ERROR || r.code === H3_FRAME_ERROR, r.toString());
+        return;
+      }
+      assert.ok(r instanceof H3Settings);
+      for (const v of [r.qpackMaxTableCapacity, r.maxFieldSectionSize, r.qpackBlockedStreams]) assert.ok(Number.isSafeInteger(v) && v >= 0);
+    }),
+    { numRuns: 1000 },
+  );
+});
+
+test('uni stream header: property, arbitrary bytes in arbitrary chunks on either side never throw', () => {
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 24 }), fc.array(fc.nat(), { maxLength: 6 }), fc.boolean(), (bytes, rawPoints, isServer) => {
+      const buf = Buffer.from(bytes);
+      const points = [...new Set(rawPoints.map((p) => p % (buf.length + 1)))];
+      const reader = new UniStreamHeaderReader(isServer);
+      let kind = UniStreamKind.Pending;
+      for (const chunk of splitAt(buf, points)) {
+        kind = reader.feed(chunk);
+        if (kind !== UniStreamKind.Pending) {
+          assert.ok(reader.offset <= chunk.length, 'the stream data starts inside the last chunk');
+          break;
+        }
+      }
+      if (kind !== UniStreamKind.Pending) assert.equal(reader.feed(hex('00')), kind, 'a final kind does not change');
+      if (kind === UniStreamKind.Error) {
+        assert.ok(isServer, 'only a server refuses a stream type (push)');
+        assert.equal(reader.error?.code, H3_STREAM_CREATION_ERROR);
+      } else {
+        assert.equal(reader.error, null);
+      }
+      if (kind === UniStreamKind.Push) assert.ok(!isServer && Number.isSafeInteger(reader.pushId) && reader.pushId >= 0);
+    }),
+    { numRuns: 1000 },
+  );
+});

@@ -517,3 +517,82 @@ test('property: arbitrary encoder-stream bytes and sections against a live dynam
     { numRuns: 500 },
   );
 });
+
+// ---------------------------------------------------------------------------------------------
+// Hostile input everywhere a peer's bytes reach QPACK (issue 7: every decoder Skiff owns)
+
+test('property: prefixed integers from arbitrary bytes: a safe value, NEED_MORE or OVERFLOW, never a throw', () => {
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 14 }), fc.integer({ min: 1, max: 8 }), fc.nat(14), (bytes, prefix, start) => {
+      const out = new PrefixInt();
+      const offset = Math.min(start, bytes.length);
+      const r = decodePrefixInt(bytes, offset, bytes.length, prefix, out);
+      assert.ok(r === PREFIX_INT_OK || r === PREFIX_INT_NEED_MORE || r === PREFIX_INT_OVERFLOW, String(r));
+      if (r === PREFIX_INT_OK) {
+        assert.ok(Number.isSafeInteger(out.value) && out.value >= 0);
+        assert.ok(out.offset > offset && out.offset <= bytes.length);
+      }
+    }),
+    { numRuns: 1000 },
+  );
+});
+
+test('property: decoder-stream bytes in arbitrary chunks: null or QPACK_DECODER_STREAM_ERROR, and an error stays', () => {
+  fc.assert(
+    fc.property(fc.array(fc.uint8Array({ maxLength: 40 }), { maxLength: 8 }), (chunks) => {
+      const reader = new QpackDecoderStreamReader();
+      let first: H3Error | null = null;
+      for (const c of chunks) {
+        const err = reader.feed(c);
+        if (first !== null) {
+          assert.ok(err !== null && err.code === QPACK_DECODER_STREAM_ERROR, 'an error is sticky');
+          continue;
+        }
+        if (err !== null) {
+          assert.ok(err instanceof H3Error && err.code === QPACK_DECODER_STREAM_ERROR, err.toString());
+          first = err;
+        }
+      }
+    }),
+    { numRuns: 1000 },
+  );
+});
+
+test('property: encoder-stream bytes against the decoder Skiff runs (no dynamic table): only QPACK_ENCODER_STREAM_ERROR', () => {
+  fc.assert(
+    fc.property(fc.array(fc.uint8Array({ maxLength: 60 }), { maxLength: 6 }), (chunks) => {
+      const dec = new QpackDecoder({ maxTableCapacity: 0, maxFieldSectionSize: 1024 });
+      for (const c of chunks) {
+        const err = dec.feedEncoderStream(c);
+        if (err !== null) assert.ok(err instanceof H3Error && err.code === QPACK_ENCODER_STREAM_ERROR, err.toString());
+        assert.equal(dec.tableSize, 0);
+      }
+    }),
+    { numRuns: 1000 },
+  );
+});
+
+test('property: valid field sections with bytes flipped, dropped or inserted: typed errors only, the size limit holds', () => {
+  const limit = 2048;
+  const encoders = [new QpackEncoder(), new QpackEncoder({ huffman: false })];
+  const edit = fc.tuple(fc.nat(), fc.nat(255), fc.constantFrom('flip', 'drop', 'insert'));
+  fc.assert(
+    fc.property(fieldsArb, fc.boolean(), fc.array(edit, { minLength: 1, maxLength: 4 }), (fields, huffman, edits) => {
+      let bytes = Buffer.from(encoders[huffman ? 0 : 1].encodeFieldSection(fields));
+      for (const [at, value, kind] of edits) {
+        const i = at % (bytes.length + 1);
+        if (kind === 'insert') bytes = Buffer.concat([bytes.subarray(0, i), Buffer.from([value]), bytes.subarray(i)]);
+        else if (i < bytes.length && kind === 'drop') bytes = Buffer.concat([bytes.subarray(0, i), bytes.subarray(i + 1)]);
+        else if (i < bytes.length) bytes[i] ^= value | 1;
+      }
+      const out: string[] = [];
+      const err = new QpackDecoder({ maxFieldSectionSize: limit }).decodeFieldSection(bytes, 0, out);
+      if (err !== null) {
+        assert.ok(err instanceof H3Error);
+        assert.ok(err.code === QPACK_DECOMPRESSION_FAILED || err.code === H3_EXCESSIVE_LOAD, err.toString());
+      }
+      assert.ok(sectionSize(out) <= limit);
+    }),
+    { numRuns: 1000 },
+  );
+});

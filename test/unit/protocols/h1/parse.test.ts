@@ -7,6 +7,8 @@ import fc from 'fast-check';
 import {
   ChunkedDecoder,
   ChunkState,
+  hasInvalidHeadByte,
+  isValidAuthority,
   ParseError,
   ParseErrorKind,
   parseRequestHead,
@@ -62,6 +64,13 @@ describe('parseRequestHead accepts', () => {
     assert.equal(req('CONNECT h.example:443 HTTP/1.1\r\nHost: h.example:443').method, 'CONNECT');
   });
 
+  it('Host as host[:port], an IP literal, or empty', () => {
+    for (const host of ['a', 'svc_1.ns.local:8080', '10.0.0.1:80', '[::1]', '[::1]:8080', 'xn--bcher-kva.example', 'a:', '']) {
+      assert.equal(req(`GET / HTTP/1.1\r\nHost: ${host}`).host, host);
+    }
+    assert.equal(req('GET http://h.example:8080 HTTP/1.1\r\nHost: x').target, 'http://h.example:8080');
+  });
+
   it('obs-text (bytes 0x80-0xff) in values', () => {
     assert.equal(req('GET / HTTP/1.1\r\nHost: a\r\nX-L: caf\u00e9').rawHeaders[3], 'caf\u00e9');
   });
@@ -103,6 +112,21 @@ describe('parseRequestHead refuses (request smuggling corpus)', () => {
     ['double space', 'GET  / HTTP/1.1\r\nHost: a'],
     ['missing target', 'GET HTTP/1.1\r\nHost: a'],
     ['relative target', 'GET a/b HTTP/1.1\r\nHost: a'],
+    // Found by test/e2e/h1-hostile.test.ts: these were forwarded with the bad value as Host.
+    ['Host with a space', 'GET / HTTP/1.1\r\nHost: a b'],
+    ['Host with a path', 'GET / HTTP/1.1\r\nHost: a/b'],
+    ['Host with userinfo', 'GET / HTTP/1.1\r\nHost: u@a'],
+    ['Host with a bad port', 'GET / HTTP/1.1\r\nHost: a:b'],
+    ['Host with a six-digit port', 'GET / HTTP/1.1\r\nHost: a:123456'],
+    ['Host with an unclosed IP literal', 'GET / HTTP/1.1\r\nHost: [::1'],
+    ['absolute-form with userinfo', 'GET http://u@h.example/ HTTP/1.1\r\nHost: h.example'],
+    ['absolute-form with user:password', 'GET http://u:p@h.example/ HTTP/1.1\r\nHost: h.example'],
+    ['absolute-form with an empty authority', 'GET http:///x HTTP/1.1\r\nHost: h.example'],
+    ['absolute-form with #@', 'GET http://evil#@h.example/ HTTP/1.1\r\nHost: h.example'],
+    ['absolute-form with a backslash', 'GET http://h.example\\@evil/ HTTP/1.1\r\nHost: h.example'],
+    ['absolute-form with a non-http scheme', 'GET ftp://h.example/ HTTP/1.1\r\nHost: h.example'],
+    // Legal (RFC 3986) but refused: the listener ends the authority at the first "/" only.
+    ['absolute-form with a query and no path', 'GET http://h.example?q HTTP/1.1\r\nHost: h.example'],
   ];
   for (const [name, text] of cases) {
     it(name, () => {
@@ -111,10 +135,36 @@ describe('parseRequestHead refuses (request smuggling corpus)', () => {
     });
   }
 
+  it('transfer codings: chunked not last is 400 (RFC 9112 §6.3), an unknown coding before chunked 501 (§6.1)', () => {
+    const te = (v: string): ParseErrorKind => reqError(`POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ${v}`).kind;
+    for (const v of ['gzip', 'identity', 'xchunked', 'chunkedx', 'chunked, identity', 'chunked, chunked', '"chunked"', 'chunked;q=1', 'ch unked', '']) {
+      assert.equal(te(v), ParseErrorKind.BadRequest, v);
+    }
+    for (const v of ['gzip, chunked', 'deflate,chunked', 'gzip , , chunked']) assert.equal(te(v), ParseErrorKind.Unsupported, v);
+  });
+
   it('too many header fields is HeadersTooLarge', () => {
     let text = 'GET / HTTP/1.1\r\nHost: a';
     for (let i = 0; i < 130; i++) text += `\r\nX-${i}: v`;
     assert.equal(reqError(text).kind, ParseErrorKind.HeadersTooLarge);
+  });
+});
+
+describe('isValidAuthority and hasInvalidHeadByte', () => {
+  it('isValidAuthority', () => {
+    for (const ok of ['h', 'h.example', 'h:1', 'h:65535', '[::1]:1', "a-b_c~d!$&'()*+,;=%20", '']) assert.equal(isValidAuthority(ok), true, ok);
+    for (const bad of ['a b', 'a/b', 'u@h', 'h:x', 'h:123456', '[::1', '[]', 'h#x', 'h?x', 'a\\b', 'caf\u00e9', 'h:1:2', '[::1]x']) assert.equal(isValidAuthority(bad), false, bad);
+  });
+
+  it('hasInvalidHeadByte finds what can never become a valid head, and waits on a final CR', () => {
+    const bad = (text: string, from = 0): boolean => hasInvalidHeadByte(Buffer.from(text, 'latin1'), 0, from);
+    assert.equal(bad('GET / HTTP/1.1\r\nHost: a\r\nX: \t\u00e9'), false);
+    assert.equal(bad('GET / HTTP/1.1\r'), false);
+    for (const text of ['GET / HTTP/1.1\n', '\n', 'GET / HTTP/1.1\rH', 'G\u0000', '\u0016\u0003\u0001', 'GET /\u007f']) assert.equal(bad(text), true, JSON.stringify(text));
+    // Only bytes from `from` are checked, but a LF there is judged by the byte before it.
+    assert.equal(bad('\u0000GET / HTTP/1.1\r\n', 1), false);
+    assert.equal(bad('GET / HTTP/1.1\r\n', 15), false);
+    assert.equal(bad('GET / HTTP/1.1\n', 14), true);
   });
 });
 
@@ -189,6 +239,16 @@ describe('ChunkedDecoder', () => {
     }
   });
 
+  it('caps chunk extensions per body, not only per line (16 KiB in all)', () => {
+    const chunk = `1;${'e'.repeat(3000)}\r\na\r\n`;
+    const dec = new ChunkedDecoder();
+    assert.equal(dec.feed(Buffer.from(chunk.repeat(5)), 0, new CollectSink()), chunk.length * 5);
+    assert.equal(dec.feed(Buffer.from(chunk.repeat(2)), 0, new CollectSink()), -1);
+    assert.match(dec.error, /extensions/);
+    dec.reset();
+    assert.equal(dec.feed(Buffer.from(chunk.repeat(5)), 0, new CollectSink()), chunk.length * 5, 'reset starts a new budget');
+  });
+
   it('property: any body, any trailers, any split: the same bytes come out', () => {
     fc.assert(fc.property(
       fc.array(fc.uint8Array({ minLength: 0, maxLength: 300 }), { maxLength: 8 }),
@@ -237,5 +297,73 @@ describe('parser properties', () => {
       assert.ok(r instanceof RequestHead, r instanceof ParseError ? r.message : '');
       assert.deepEqual(r.rawHeaders, ['Host', 'h', ...clean.flatMap(([n, v]) => [n, v])]);
     }), { numRuns: 500 });
+  });
+});
+
+describe('parser properties on mutated valid input (issue 7: every decoder Skiff owns)', () => {
+  const HEADS = [
+    'GET /a?b=c HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\nX-Request-Id: r1',
+    'POST /upload HTTP/1.1\r\nHost: h:8080\r\nContent-Length: 5\r\nExpect: 100-continue',
+    'PUT http://h.example/x HTTP/1.1\r\nHost: h.example\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close',
+    'HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive',
+    'HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\nX-A: 1',
+  ];
+  const PIECES = [':', ' ', '\t', '\r', '\n', '\r\n', '\0', ',', ';', '"', '\x7f', '\u00e9', 'chunked', 'Content-Length: ', 'Transfer-Encoding: ', 'Host: ', '0', '-1', '99999999999999999999', 'HTTP/1.0', 'HTTP/2', '@', '[', '#', '\\'];
+  const edit = fc.tuple(fc.nat(), fc.constantFrom('drop', 'insert', 'replace'), fc.oneof(fc.constantFrom(...PIECES), fc.string({ maxLength: 3, unit: 'binary-ascii' })));
+
+  function applyEdits(text: string, edits: ReadonlyArray<readonly [number, string, string]>): string {
+    let s = text;
+    for (const [at, kind, piece] of edits) {
+      const i = at % (s.length + 1);
+      if (kind === 'drop') s = s.slice(0, i) + s.slice(i + 1);
+      else if (kind === 'insert') s = s.slice(0, i) + piece + s.slice(i);
+      else s = s.slice(0, i) + piece + s.slice(i + piece.length);
+    }
+    return s;
+  }
+
+  /** What must hold of any head the parser accepts: no ambiguous framing gets through. */
+  function assertSaneFraming(h: RequestHead | ResponseHead): void {
+    assert.ok(h.contentLength === -1 || (Number.isSafeInteger(h.contentLength) && h.contentLength >= 0), `content-length ${h.contentLength}`);
+    if (h.isChunked) assert.equal(h.contentLength, -1, 'chunked and a Content-Length are never both accepted');
+    assert.equal(h.rawHeaders.length % 2, 0);
+  }
+
+  it('valid heads with characters dropped, inserted or replaced never throw; an accepted one has unambiguous framing', () => {
+    fc.assert(fc.property(fc.constantFrom(...HEADS), fc.array(edit, { minLength: 1, maxLength: 4 }), (head, edits) => {
+      const text = applyEdits(head, edits);
+      const r = parseRequestHead(text, LIMITS);
+      if (r instanceof ParseError) assert.ok(r.message.length > 0);
+      else assertSaneFraming(r);
+      const s = parseResponseHead(text, LIMITS);
+      if (s instanceof ParseError) assert.ok(s.message.length > 0);
+      else assertSaneFraming(s);
+    }), { numRuns: 3000 });
+  });
+
+  it('valid chunked bodies with bytes changed, dropped or inserted, in any split: end, fail or wait; never more out than in', () => {
+    const BODIES = [
+      '5\r\nhello\r\n0\r\n\r\n',
+      '3;ext=1\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nX-Trailer: 1\r\n\r\n',
+      'A\r\n0123456789\r\n1\r\n-\r\n0;last\r\n\r\n',
+    ];
+    const byteEdit = fc.tuple(fc.nat(), fc.nat(255), fc.constantFrom('flip', 'drop', 'insert'));
+    fc.assert(fc.property(fc.constantFrom(...BODIES), fc.array(byteEdit, { minLength: 1, maxLength: 3 }), fc.array(fc.nat(), { maxLength: 5 }), (body, edits, cuts) => {
+      let wire = Buffer.from(body, 'latin1');
+      for (const [at, value, kind] of edits) {
+        const i = at % (wire.length + 1);
+        if (kind === 'insert') wire = Buffer.concat([wire.subarray(0, i), Buffer.from([value]), wire.subarray(i)]);
+        else if (i < wire.length && kind === 'drop') wire = Buffer.concat([wire.subarray(0, i), wire.subarray(i + 1)]);
+        else if (i < wire.length) wire[i] ^= value | 1;
+      }
+      const sink = new CollectSink();
+      const dec = new ChunkedDecoder();
+      const used = feedSplit(dec, wire, cuts, sink);
+      assert.ok(used === -1 || used <= wire.length);
+      const out = sink.data.reduce((n, d) => n + d.length, 0);
+      assert.ok(out <= wire.length, `${out} body bytes out of ${wire.length} on the wire`);
+      assert.ok(sink.ended <= 1);
+      if (sink.ended === 1) assert.equal(dec.state, ChunkState.Done);
+    }), { numRuns: 2000 });
   });
 });
