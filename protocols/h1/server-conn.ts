@@ -122,6 +122,16 @@ function sweepConnections(settings: H1ServerSettings): void {
   }
 }
 
+/**
+ * Lingering close: after Skiff ends a connection (a `connection: close` response, a refused
+ * head, drain) it keeps reading and dropping what still arrives, so a client still sending its
+ * request gets the response instead of a reset, until the client closes too, but at most this
+ * long (or the keep-alive timeout, if shorter): then the socket is destroyed. Without the bound
+ * a client that never closed held the descriptor forever (test/regress/h1-lingering-close.test.ts).
+ * nginx's lingering_time/lingering_timeout is the same idea.
+ */
+const LINGER_MS = 5000;
+
 const kConn = Symbol('skiff.h1.conn');
 type TaggedSocket = Socket & { [kConn]: H1ServerConn };
 
@@ -397,7 +407,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     const res = errorResponse(new SkiffError(code, 'downstream', message));
     const status = err.kind === ParseErrorKind.Unsupported ? 501 : err.kind === ParseErrorKind.Timeout ? 408 : res.status;
     const body = res.body;
-    this.socket.end(`${statusLine(status)}content-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-skiff-error: ${res.code}\r\nconnection: close\r\n\r\n${body}`, 'latin1');
+    this.endAndLinger(`${statusLine(status)}content-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-skiff-error: ${res.code}\r\nconnection: close\r\n\r\n${body}`);
   }
 
   // ---- FrameSource (request body) -------------------------------------------------------
@@ -548,7 +558,16 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     this.ctx = null;
     this.head = null;
     this.pending = null;
-    this.socket.end();
+    this.endAndLinger();
+  }
+
+  /** Ends our side; reads and drops the rest until the peer closes or LINGER_MS passes (onTimeout). */
+  private endAndLinger(chunk?: string): void {
+    this.state = ReadState.Closed;
+    this.deadline = performance.now() + Math.min(LINGER_MS, this.settings.keepAliveTimeoutMs);
+    if (this.socket.isPaused()) this.socket.resume();
+    if (chunk === undefined) this.socket.end();
+    else this.socket.end(chunk, 'latin1');
   }
 
   /** The exchange is over on both sides: parse the next pipelined request, if any. */
@@ -602,6 +621,10 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
 
   onTimeout(): void {
     this.deadline = 0;
+    if (this.state === ReadState.Closed && this.ctx === null) {
+      this.socket.destroy(); // lingering close over (endAndLinger)
+      return;
+    }
     if (this.state === ReadState.Body && !this.isPausedByQueue) {
       // Slowloris on the body: the request fails with 408 (or, after the response head, the
       // connection closes); the rest of the body is never read.
@@ -625,10 +648,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
 
   /** Drain: idle connections close now, busy ones after their response. */
   drain(): void {
-    if (this.ctx === null) {
-      this.state = ReadState.Closed;
-      this.socket.end();
-    }
+    if (this.ctx === null) this.endAndLinger();
   }
 }
 
