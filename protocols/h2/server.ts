@@ -19,10 +19,16 @@ import type { Limits, ListenerConfig } from '../../src/config/types.js';
 import { flatToHeaderObject, headerObjectToFlat } from './header-object.js';
 
 const kExchange = Symbol('skiff.h2.exchange');
-type TaggedStream = http2.ServerHttp2Stream & { [kExchange]: H2Exchange | null };
+/** The stream's session, kept by us: node:http2 clears `stream.session` before 'close'. */
+const kSessionOf = Symbol('skiff.h2.sessionOf');
+type TaggedStream = http2.ServerHttp2Stream & { [kExchange]: H2Exchange | null; [kSessionOf]?: CountedSession };
 /** The peer's SPIFFE ID (mTLS), set on the socket by `attach` and copied to its session once. */
 const kPeerIdentity = Symbol('skiff.h2.peerIdentity');
 type PeerTagged = { [kPeerIdentity]?: string };
+/** Streams open on a session (their 'close' not seen yet), for the idle timeout. */
+const kOpenStreams = Symbol('skiff.h2.openStreams');
+const kIdleMs = Symbol('skiff.h2.idleMs');
+type CountedSession = http2.ServerHttp2Session & { [kOpenStreams]: number; [kIdleMs]: number };
 
 const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
 /** Receive window of a whole downstream HTTP/2 connection. */
@@ -142,6 +148,11 @@ function onStreamEnd(this: TaggedStream): void {
 }
 
 function onStreamClose(this: TaggedStream): void {
+  const session = this[kSessionOf];
+  if (session !== undefined) {
+    session[kOpenStreams]--;
+    this[kSessionOf] = undefined;
+  }
   const ex = this[kExchange];
   if (ex === null) return;
   this[kExchange] = null;
@@ -180,11 +191,14 @@ export class H2Listener {
   altSvc: string;
   /** Open sessions, for the GOAWAY at drain. */
   private readonly sessions: Set<http2.ServerHttp2Session>;
+  /** A session without streams and without frames this long is closed (limits.keepAliveTimeout). */
+  private readonly idleTimeoutMs: number;
   /** drain() was called: sessions get GOAWAY, including ones that start from now on. */
   isDraining: boolean;
 
   constructor(engine: ProxyEngine, arena: ContextArena, config: ListenerConfig, limits: Limits, isTls: boolean) {
     this.maxHeaderBytes = limits.maxHeaderBytes;
+    this.idleTimeoutMs = limits.keepAliveTimeoutMs;
     this.altSvc = '';
     this.engine = engine;
     this.arena = arena;
@@ -206,6 +220,14 @@ export class H2Listener {
     this.server.on('session', (session: http2.ServerHttp2Session) => {
       (session as PeerTagged)[kPeerIdentity] = (session.socket as PeerTagged)[kPeerIdentity] ?? '';
       session.on('error', () => { /* handled by stream/session close */ });
+      (session as CountedSession)[kOpenStreams] = 0;
+      (session as CountedSession)[kIdleMs] = this.idleTimeoutMs;
+      // Idle timeout (limits.keepAliveTimeout, as for HTTP/1.1): node:http2 fires 'timeout'
+      // after that long without a frame either way; a session with no open stream then gets
+      // GOAWAY and closes (Envoy's idle_timeout). One with a stream still waiting on its
+      // upstream (no frames while it waits) is left alone. Until 2026-11-26 a downstream
+      // HTTP/2 session never timed out (test/e2e/timeouts.test.ts).
+      session.setTimeout(this.idleTimeoutMs, onSessionIdle);
       this.sessions.add(session);
       session.once('close', () => this.sessions.delete(session));
       // A connection accepted just before the drain whose preface arrives after it.
@@ -245,6 +267,11 @@ export class H2Listener {
     ctx.downstream = ex;
     const t = stream as TaggedStream;
     t[kExchange] = ex;
+    const session = stream.session as CountedSession | undefined;
+    if (session !== undefined) {
+      session[kOpenStreams]++;
+      t[kSessionOf] = session;
+    }
     stream.on('wantTrailers', onWantTrailers);
     stream.on('drain', onStreamDrain);
     stream.on('close', onStreamClose);
@@ -287,6 +314,14 @@ export class H2Listener {
     this.drain();
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
+}
+
+function onSessionIdle(this: http2.ServerHttp2Session): void {
+  const s = this as CountedSession;
+  if (s.closed) return;
+  if (s[kOpenStreams] === 0) s.close();
+  // A fired session timer is not re-armed by later frames (Node 20): arm it again.
+  else s.setTimeout(s[kIdleMs], onSessionIdle);
 }
 
 function headerListSize(raw: readonly string[]): number {

@@ -1,11 +1,12 @@
 // Connection timeouts of the HTTP/1.1 listener: a request head that stops arriving gets 408 and
 // the connection closes (slowloris on heads); a request body that stops arriving gets 408
 // SKIFF_ERR_REQUEST_TIMEOUT (slowloris on bodies) while a slow but steady one gets through;
-// an idle keep-alive connection is closed after keepAliveTimeout; an active request is never
-// cut by any of them.
+// an idle keep-alive connection is closed after keepAliveTimeout, an idle HTTP/2 session gets
+// GOAWAY after it; an active request is never cut by any of them.
 import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import http2 from 'node:http2';
 import net from 'node:net';
 import { freePorts, startSkiff, type SkiffProcess } from '../helpers/skiff.js';
 
@@ -33,7 +34,7 @@ before(async () => {
   sk = await startSkiff(`admin: { address: 127.0.0.1:${admin} }
 limits: { headersTimeout: 300ms, keepAliveTimeout: 500ms, requestBodyTimeout: 400ms }
 listeners:
-  - { name: in, address: 127.0.0.1:${listen}, protocols: [http1], routes: r }
+  - { name: in, address: 127.0.0.1:${listen}, protocols: [http1, h2c], routes: r }
 routes:
   r:
     - { match: { prefix: / }, cluster: app }
@@ -115,4 +116,27 @@ it('a request in flight is not cut by either timeout', async () => {
   const r = await exchange('GET /slow HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n', 5000);
   assert.match(r.data, /^HTTP\/1\.1 200 /);
   assert.match(r.data, /\r\n\r\nok$/);
+});
+
+it('an idle HTTP/2 session gets GOAWAY (NO_ERROR) after keepAliveTimeout; one with a stream waiting on its upstream does not', async () => {
+  const session = http2.connect(`http://127.0.0.1:${listen}`);
+  session.on('error', () => {});
+  const started = Date.now();
+  const goaway = new Promise<{ code: number; afterMs: number }>((resolve) => session.once('goaway', (code: number) => resolve({ code, afterMs: Date.now() - started })));
+  // /slow keeps a stream open for 1.2 s with no frames on the session: more than the 500 ms
+  // idle timeout, and the session must stay up for it.
+  const status = await new Promise<number>((resolve, reject) => {
+    const req = session.request({ ':path': '/slow' });
+    let code = 0;
+    req.on('response', (h) => (code = Number(h[':status'])));
+    req.resume();
+    req.on('end', () => resolve(code));
+    req.on('error', reject);
+  });
+  assert.equal(status, 200);
+  const g = await goaway;
+  assert.equal(g.code, http2.constants.NGHTTP2_NO_ERROR);
+  assert.ok(g.afterMs >= 1200 + 450, `GOAWAY after ${g.afterMs} ms: the idle timer ran while a stream was open`);
+  assert.ok(g.afterMs < 5000, `GOAWAY after ${g.afterMs} ms`);
+  session.close();
 });
