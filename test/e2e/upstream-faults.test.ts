@@ -25,12 +25,11 @@
 // (src/config/schema.ts parseAddress), so Skiff never resolves a name that could fail.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
 import { after, before, describe, it, type TestContext } from 'node:test';
-import { curl, rssOfPid } from '../helpers/clients.js';
+import { curl, fdCountOfPid, rssOfPid } from '../helpers/clients.js';
 import { startFaultyH1Upstream, startFaultyH2Upstream, type FaultyUpstream } from '../helpers/faulty-upstream.js';
 import { freePort, freePorts, startSkiff, type SkiffProcess } from '../helpers/skiff.js';
 import { startH1Upstream, type H1Upstream } from '../helpers/upstreams.js';
@@ -214,10 +213,6 @@ function stats(adminPort: number): Promise<Stats> {
     });
     req.on('error', reject);
   });
-}
-
-function fdCount(pid: number): number {
-  return readdirSync(`/proc/${pid}/fd`).length;
 }
 
 /** The process's TCP sockets as `ss` lists them (for failure messages only). */
@@ -432,7 +427,7 @@ clusters:
       const s = await stats(skiff.adminPort);
       // The admin connection that served /stats may still be open for a moment: read the fds
       // twice and take the smaller.
-      const fds = Math.min(fdCount(skiff.pid), (await delay(5), fdCount(skiff.pid)));
+      const fds = Math.min(fdCountOfPid(skiff.pid), (await delay(5), fdCountOfPid(skiff.pid)));
       const idleFds = fds - pooledConns(s);
       const busy = s.pools.filter((p) => p.activeStreams !== 0 || p.pending !== 0 || p.connecting !== 0);
       const isIdle = s.arena.live === 0 && s.arena.free === s.arena.misses && s.engine.inFlight === 0 && busy.length === 0;

@@ -1,7 +1,7 @@
 // Real command-line clients for end-to-end tests (curl, nghttp), run as child processes,
 // plus a memory probe for a PID.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -206,6 +206,22 @@ export async function nghttp(url: string, opts: NghttpOptions = {}): Promise<Cli
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** Open file descriptors of a process, from /proc/PID/fd (Linux only): the leak checks' measure. */
+export function fdCountOfPid(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
+}
+
+/** Polls (every 50 ms) until `pid` has at most `limit` open descriptors or `ms` pass; the last count. */
+export async function fdsSettleTo(pid: number, limit: number, ms: number): Promise<number> {
+  const deadline = Date.now() + ms;
+  let n = fdCountOfPid(pid);
+  while (n > limit && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 50));
+    n = fdCountOfPid(pid);
+  }
+  return n;
 }
 
 /** Resident set size of a process in bytes, from VmRSS in /proc/PID/status (Linux only). */

@@ -5,10 +5,10 @@
 // client closes, for at most 5 s or the keep-alive timeout, then it is destroyed
 // (protocols/h1/server-conn.ts endAndLinger). Found by test/e2e/upstream-faults.test.ts.
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { after, before, it } from 'node:test';
+import { fdCountOfPid, fdsSettleTo } from '../helpers/clients.js';
 import { freePorts, startSkiff, type SkiffProcess } from '../helpers/skiff.js';
 
 let upstream: http.Server;
@@ -57,19 +57,7 @@ function sendAndHold(bytes: string): Promise<string> {
   });
 }
 
-function fds(): number {
-  return readdirSync(`/proc/${sk.pid}/fd`).length;
-}
-
-async function fdsSettleTo(limit: number, ms: number): Promise<number> {
-  const deadline = Date.now() + ms;
-  let n = fds();
-  while (n > limit && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 50));
-    n = fds();
-  }
-  return n;
-}
+const fds = (): number => fdCountOfPid(sk.pid);
 
 it('a client that never closes after connection: close (or a 400) does not hold the sidecar socket', async () => {
   assert.match(await sendAndHold('GET /warm HTTP/1.1\r\nhost: a\r\n\r\n'.replace('\r\n\r\n', '\r\nconnection: close\r\n\r\n')), /^HTTP\/1\.1 200 /);
@@ -84,6 +72,6 @@ it('a client that never closes after connection: close (or a 400) does not hold 
   ]);
   assert.deepEqual(answers.map((a) => a.slice(0, 12)), ['HTTP/1.1 200', 'HTTP/1.1 200', 'HTTP/1.1 400', 'HTTP/1.1 400']);
   // The clients still hold their sockets; the sidecar must let go of its side by itself.
-  const now = await fdsSettleTo(base, 4000);
+  const now = await fdsSettleTo(sk.pid, base, 4000);
   assert.ok(now <= base, `sidecar fds ${now}, ${base} before the four connections: downstream sockets held`);
 });

@@ -9,11 +9,11 @@
 // (protocols/h1/dial.ts `destroyAfterEnd`); the kernel finishes the close on its own.
 // Found by test/e2e/upstream-faults.test.ts.
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
 import { after, before, it } from 'node:test';
+import { fdCountOfPid, fdsSettleTo } from '../helpers/clients.js';
 import { freePorts, startSkiff, type SkiffProcess } from '../helpers/skiff.js';
 
 const ROUNDS = 5;
@@ -79,29 +79,17 @@ function get(path: string): Promise<number> {
   });
 }
 
-function fds(): number {
-  return readdirSync(`/proc/${sk.pid}/fd`).length;
-}
-
-async function fdsSettleTo(limit: number, ms: number): Promise<number> {
-  const deadline = Date.now() + ms;
-  let n = fds();
-  while (n > limit && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 50));
-    n = fds();
-  }
-  return n;
-}
+const fds = (): number => fdCountOfPid(sk.pid);
 
 it('upstream sockets closed on our side do not wait for the peer (HTTP/1.1 connection: close, HTTP/2 GOAWAY)', async () => {
   assert.equal(await get('/h1/warm'), 200);
   assert.equal(await get('/h2/warm'), 200);
-  const base = await fdsSettleTo(0, 500); // whatever it is once the warm-up settled
+  const base = await fdsSettleTo(sk.pid, 0, 500); // whatever it is once the warm-up settled
   for (let i = 0; i < ROUNDS; i++) {
     assert.equal(await get(`/h1/${i}`), 200);
     assert.equal(await get(`/h2/${i}`), 200);
   }
   // Without the fix each round leaves two upstream sockets open in the sidecar.
-  const now = await fdsSettleTo(base + 1, 3000);
+  const now = await fdsSettleTo(sk.pid, base + 1, 3000);
   assert.ok(now <= base + 1, `open fds ${now}, ${base} after the warm-up: upstream sockets leaked`);
 });
