@@ -206,7 +206,10 @@ export class XdsClient {
       }
       this.attempt = 0;
       this.responses++;
-      this.queue = this.queue.then(() => (form === 'delta' ? this.onDelta(call, msg) : this.onSotw(call, msg)));
+      // The chain must survive a failure, or every later response would be skipped.
+      this.queue = this.queue
+        .then(() => (form === 'delta' ? this.onDelta(call, msg) : this.onSotw(call, msg)))
+        .catch((err: unknown) => this.log.error({ server: this.config.server, err: errMessage(err) }, 'xDS response handling failed'));
     });
     call.on('error', () => {
       // 'status' carries the detail and drives the reconnect.
