@@ -135,7 +135,8 @@ function options(): Options {
 }
 
 function configYaml(h1Port: number, h2cPort: number): string {
-  return `listeners:
+  return `limits: { maxRequestsPerConnection: 0 }
+listeners:
   - name: bench
     address: 127.0.0.1:0
     protocols: [http1, h2c]

@@ -142,6 +142,7 @@ async function main(): Promise<void> {
   const [plainPort, adminPort] = await freePorts(2);
   const sk = await startSkiff(`admin: { address: ${HOST}:${adminPort} }
 telemetry: { logLevel: warn }
+limits: { maxRequestsPerConnection: 0 }   # one connection per measured client, as in bench/e2e
 listeners:
   - { name: tls, address: ${HOST}:${tlsPort}, protocols: [http1, h2, h3], tls: { cert: ${certs.cert}, key: ${certs.key} }, routes: r }
   - { name: plain, address: ${HOST}:${plainPort}, protocols: [http1, h2c], routes: r }

@@ -357,6 +357,7 @@ function sameListenerLimits(a: Limits, b: Limits): boolean {
     a.headersTimeoutMs === b.headersTimeoutMs &&
     a.requestBodyTimeoutMs === b.requestBodyTimeoutMs &&
     a.keepAliveTimeoutMs === b.keepAliveTimeoutMs &&
+    a.maxRequestsPerConnection === b.maxRequestsPerConnection &&
     a.streamBufferBytes === b.streamBufferBytes
   );
 }

@@ -64,6 +64,8 @@ export class H1ServerSettings {
   readonly maxHeaderBytes: number;
   readonly headersTimeoutMs: number;
   readonly keepAliveTimeoutMs: number;
+  /** limits.maxRequestsPerConnection: the N-th response says `connection: close`; 0: none. */
+  readonly maxRequests: number;
   /** Longest pause between pieces of a request body; 0 = none. */
   readonly bodyTimeoutMs: number;
   readonly headLimits: HeadLimits;
@@ -88,6 +90,7 @@ export class H1ServerSettings {
     this.maxHeaderBytes = limits.maxHeaderBytes;
     this.headersTimeoutMs = limits.headersTimeoutMs;
     this.keepAliveTimeoutMs = limits.keepAliveTimeoutMs;
+    this.maxRequests = limits.maxRequestsPerConnection;
     this.bodyTimeoutMs = limits.requestBodyTimeoutMs;
     this.headLimits = { maxFields: MAX_FIELDS };
     this.altSvc = '';
@@ -159,6 +162,8 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
   deadline: number;
   /** Idle on keep-alive: no byte of the next head has arrived yet. */
   private isBetweenRequests: boolean;
+  /** Requests started on this connection (limits.maxRequestsPerConnection). */
+  private requestCount: number;
   /** The peer's SPIFFE ID from its verified mTLS certificate ('' when none), read once per connection. */
   readonly peerIdentity: string;
 
@@ -181,6 +186,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     this.isPausedByQueue = false;
     this.deadline = performance.now() + settings.headersTimeoutMs;
     this.isBetweenRequests = false;
+    this.requestCount = 0;
     this.peerIdentity = peerIdentity;
     (socket as TaggedSocket)[kConn] = this;
     settings.add(this);
@@ -288,7 +294,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     this.isResponseStarted = false;
     this.isResponseDone = false;
     this.resFraming = BodyFraming.None;
-    this.isCloseAfter = head.isClose || s.isDraining || head.method === 'CONNECT';
+    this.isCloseAfter = head.isClose || s.isDraining || head.method === 'CONNECT' || ++this.requestCount === s.maxRequests;
     this.trailers = null;
     this.deadline = 0;
 

@@ -28,7 +28,9 @@ type PeerTagged = { [kPeerIdentity]?: string };
 /** Streams open on a session (their 'close' not seen yet), for the idle timeout. */
 const kOpenStreams = Symbol('skiff.h2.openStreams');
 const kIdleMs = Symbol('skiff.h2.idleMs');
-type CountedSession = http2.ServerHttp2Session & { [kOpenStreams]: number; [kIdleMs]: number };
+/** Streams the session has carried (limits.maxRequestsPerConnection). */
+const kTotalStreams = Symbol('skiff.h2.totalStreams');
+type CountedSession = http2.ServerHttp2Session & { [kOpenStreams]: number; [kIdleMs]: number; [kTotalStreams]: number };
 
 const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
 /** Receive window of a whole downstream HTTP/2 connection. */
@@ -193,12 +195,15 @@ export class H2Listener {
   private readonly sessions: Set<http2.ServerHttp2Session>;
   /** A session without streams and without frames this long is closed (limits.keepAliveTimeout). */
   private readonly idleTimeoutMs: number;
+  /** limits.maxRequestsPerConnection: GOAWAY after this many streams; 0: none. */
+  private readonly maxRequests: number;
   /** drain() was called: sessions get GOAWAY, including ones that start from now on. */
   isDraining: boolean;
 
   constructor(engine: ProxyEngine, arena: ContextArena, config: ListenerConfig, limits: Limits, isTls: boolean) {
     this.maxHeaderBytes = limits.maxHeaderBytes;
     this.idleTimeoutMs = limits.keepAliveTimeoutMs;
+    this.maxRequests = limits.maxRequestsPerConnection;
     this.altSvc = '';
     this.engine = engine;
     this.arena = arena;
@@ -221,6 +226,7 @@ export class H2Listener {
       (session as PeerTagged)[kPeerIdentity] = (session.socket as PeerTagged)[kPeerIdentity] ?? '';
       session.on('error', () => { /* handled by stream/session close */ });
       (session as CountedSession)[kOpenStreams] = 0;
+      (session as CountedSession)[kTotalStreams] = 0;
       (session as CountedSession)[kIdleMs] = this.idleTimeoutMs;
       // Idle timeout (limits.keepAliveTimeout, as for HTTP/1.1): node:http2 fires 'timeout'
       // after that long without a frame either way; a session with no open stream then gets
@@ -271,6 +277,8 @@ export class H2Listener {
     if (session !== undefined) {
       session[kOpenStreams]++;
       t[kSessionOf] = session;
+      // The N-th stream is served; GOAWAY tells the client to take the next ones elsewhere.
+      if (++session[kTotalStreams] === this.maxRequests) session.close();
     }
     stream.on('wantTrailers', onWantTrailers);
     stream.on('drain', onStreamDrain);

@@ -837,6 +837,8 @@ export class H3ServerSession extends H3Session {
   private readonly unseen: Set<number>;
   /** GOAWAY sent: streams at or above this id are refused. -1 before. */
   goawayId: number;
+  /** Request streams this connection has carried (limits.maxRequestsPerConnection). */
+  private requestCount: number;
   /** The client certificate's SPIFFE ID (mutual TLS), read once per connection; '' without. */
   readonly peerIdentity: string;
   /** After GOAWAY: responses finished whose acknowledgement the close waits for (null: none yet). */
@@ -853,6 +855,7 @@ export class H3ServerSession extends H3Session {
     this.nextStreamId = 0;
     this.unseen = new Set();
     this.goawayId = -1;
+    this.requestCount = 0;
     this.peerIdentity = peerIdentity;
     this.unacked = null;
     this.lingerTimer = null;
@@ -876,6 +879,9 @@ export class H3ServerSession extends H3Session {
       if (!this.claim(id)) return; // a stream we already finished: late bytes
       s = new H3ServerStream(this, id);
       this.streams.set(id, s);
+      // limits.maxRequestsPerConnection: this request is served, then GOAWAY. Also what bounds
+      // quiche 0.18's per-connection set of finished stream ids, which only grows.
+      if (++this.requestCount === this.listener.maxRequestsPerConnection) this.goaway();
     }
     s.onWire(data, fin);
   }
@@ -1034,6 +1040,8 @@ export class H3Listener {
   isMutualTls: boolean;
   connectionsOpened: number;
   connectionsClosed: number;
+  /** limits.maxRequestsPerConnection: requests per connection before GOAWAY; 0: none. */
+  readonly maxRequestsPerConnection: number;
   /** limits.maxConnections: QUIC connections this listener keeps at once (the endpoint refuses Initials past it). */
   private maxConnections: number;
   /** Initials dropped because the engine's overload manager refuses new connections. */
@@ -1048,6 +1056,7 @@ export class H3Listener {
     this.engine = engine;
     this.arena = arena;
     this.config = config;
+    this.maxRequestsPerConnection = limits.maxRequestsPerConnection;
     this.maxHeaderBytes = limits.maxHeaderBytes;
     this.streamBufferBytes = limits.streamBufferBytes;
     this.sessions = new Set();

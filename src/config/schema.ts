@@ -237,6 +237,7 @@ const limitsSchema = z.strictObject({
   keepAliveTimeout: duration.optional(),
   drainTimeout: duration.optional(),
   maxConnections: z.int().min(1).optional(),
+  maxRequestsPerConnection: z.int().min(0).optional(),
   memoryHighWatermark: memoryMark.optional(),
   memoryConnectionWatermark: memoryMark.optional(),
 });

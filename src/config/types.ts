@@ -174,6 +174,12 @@ export interface Limits {
    * new TCP connection is accepted and closed at once, a QUIC Initial is dropped.
    */
   readonly maxConnections: number;
+  /**
+   * Requests on one downstream connection before Skiff asks the client to open a new one:
+   * HTTP/1.1 `connection: close` on that response, HTTP/2 and HTTP/3 GOAWAY after that stream
+   * (it still completes). 0: no limit.
+   */
+  readonly maxRequestsPerConnection: number;
   /** Above this heap use new requests get 503 `SKIFF_ERR_LOAD_SHED` with `retry-after` (flag OM). */
   readonly memoryHighWatermark: MemoryMark;
   /** Above this heap use listeners refuse new connections (existing ones keep working). */
