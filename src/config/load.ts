@@ -71,11 +71,12 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   // sidecar's sockets and their buffers (~10 KB to ~100 KB each) well under a container's
   // memory while no single workload's fan-in reaches it. Same as the QUIC endpoint's default.
   maxConnections: 10_000,
-  // Envoy's max_requests_per_connection is unlimited by default; Skiff needs a bound for
-  // HTTP/3: quiche 0.18 remembers every finished stream id of a connection in a set that only
-  // grows (~3.6 MiB after 180,000 requests on one connection in the soak), so a long-lived
-  // connection must be renewed. 10,000 requests costs one reconnect per 10,000.
-  maxRequestsPerConnection: 10_000,
+  // Unlimited by default, as Envoy's max_requests_per_connection: the GOAWAY Node and Skiff send
+  // is one-step, so requests a client sent before it saw the GOAWAY are refused (retry-safe:
+  // REFUSED_STREAM, H3_REQUEST_REJECTED), which clients that do not retry see as errors (61 of
+  // 1,267,121 in the soak with 10,000). Set it for long-lived HTTP/3 connections: quiche 0.18
+  // remembers every finished stream id of a connection in a set that only grows.
+  maxRequestsPerConnection: 0,
   // Shares of V8's heap limit (docs/DESIGN.md "Limits"): connections are refused first, then
   // requests shed, with headroom left for the requests in flight to finish.
   memoryHighWatermark: Object.freeze({ ratio: 0.9, bytes: 0 }),

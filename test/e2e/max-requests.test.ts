@@ -1,9 +1,9 @@
 // limits.maxRequestsPerConnection seen from outside, on every protocol: with a limit of 3, the
 // third response on an HTTP/1.1 keep-alive connection says `connection: close` and the
 // connection ends; an HTTP/2 session and an HTTP/3 connection get GOAWAY after their third
-// request, which still completes, and a new connection is served. Why the limit exists by
-// default: quiche 0.18 keeps every finished stream id of a QUIC connection in a set that only
-// grows, so a long-lived HTTP/3 connection must be renewed (docs/DESIGN.md, Soak).
+// request, which still completes, and a new connection is served. Why the limit exists:
+// quiche 0.18 keeps every finished stream id of a QUIC connection in a set that only grows, so
+// a long-lived HTTP/3 connection should be renewed (docs/DESIGN.md, Soak; off by default).
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import http2 from 'node:http2';

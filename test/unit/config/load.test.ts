@@ -78,7 +78,7 @@ describe('parseConfig: valid input', () => {
       keepAliveTimeoutMs: 60_000,
       drainTimeoutMs: 20_000,
       maxConnections: 10_000,
-      maxRequestsPerConnection: 10_000,
+      maxRequestsPerConnection: 0,
       memoryHighWatermark: { ratio: 0.9, bytes: 0 },
       memoryConnectionWatermark: { ratio: 0.85, bytes: 0 },
     });
@@ -239,7 +239,7 @@ describe('parseConfig: valid input', () => {
       keepAliveTimeoutMs: 120_000,
       drainTimeoutMs: 3_600_000,
       maxConnections: 10_000,
-      maxRequestsPerConnection: 10_000,
+      maxRequestsPerConnection: 0,
       memoryHighWatermark: { ratio: 0.9, bytes: 0 },
       memoryConnectionWatermark: { ratio: 0.85, bytes: 0 },
     });
