@@ -366,12 +366,12 @@ export class XdsClient {
   }
 
   private unpackResource(typeUrl: ResourceType, r: unknown, version: string): { name: string; version: string; resource: Message } {
-    const any = r as PackedAny;
-    if (typeof any !== 'object' || any === null || typeof any.type_url !== 'string') throw new Error('a resource without a type');
-    if (any.type_url !== typeUrl) throw new Error(`a ${any.type_url} resource in a ${typeUrl} response`);
+    if (typeof r !== 'object' || r === null || typeof (r as { type_url?: unknown }).type_url !== 'string') throw new Error('a resource without a type');
+    const packed = r as PackedAny;
+    if (packed.type_url !== typeUrl) throw new Error(`a ${packed.type_url} resource in a ${typeUrl} response`);
     let resource: Message;
     try {
-      resource = this.protos.unpack(any);
+      resource = this.protos.unpack(packed);
     } catch (err) {
       throw new Error(`a ${typeUrl} resource does not decode: ${errMessage(err)}`);
     }

@@ -80,7 +80,7 @@ export interface XdsProtos {
    * same way; a nested Any of a type not loaded stays a PackedAny (the translator names it).
    * Throws for a top-level type not loaded, and for bytes that do not decode.
    */
-  unpack(any: PackedAny): Message;
+  unpack(packed: PackedAny): Message;
 }
 
 /** toObject options for envelopes: see the module comment. */
@@ -180,10 +180,10 @@ function wrap(root: protobuf.Root): XdsProtos {
       if (type === null) throw new Error(`unsupported type ${typeUrl}`);
       return { type_url: typeUrl, value: encode(type, value) };
     },
-    unpack(any) {
-      const type = typeOf(any.type_url);
-      if (type === null) throw new Error(`unsupported type ${any.type_url}`);
-      return { '@type': any.type_url, ...(type.toObject(type.decode(any.value), TO_OBJECT_JSON) as Record<string, unknown>) };
+    unpack(packed) {
+      const type = typeOf(packed.type_url);
+      if (type === null) throw new Error(`unsupported type ${packed.type_url}`);
+      return { '@type': packed.type_url, ...(type.toObject(type.decode(packed.value), TO_OBJECT_JSON) as Record<string, unknown>) };
     },
   };
 }

@@ -11,8 +11,11 @@
  *
  * Fields accepted without effect (they describe, or only matter to things Skiff refuses):
  * `metadata`, `altStatName` and `dnsLookupFamily` (clusters are STATIC or EDS, never DNS) on a
- * Cluster; `locality`, `metadata` and `hostname` on endpoints; `statPrefix` on the HTTP
- * connection manager; `name` on routes and virtual hosts; `validateClusters`, and the
+ * Cluster; `interval` in outlier detection (Skiff ejects on the count and re-admits at the
+ * ejection time, without a periodic sweep); `locality`, `metadata` and `hostname` on endpoints;
+ * `policy.overprovisioningFactor` (one priority level, and the node says
+ * envoy.lb.does_not_support_overprovisioning); `statPrefix` on the HTTP connection manager;
+ * `name` on routes and virtual hosts; `validateClusters`, and the
  * tls_inspector and http_inspector listener filters (Skiff detects TLS, ALPN and h2c itself).
  * `maxRetries` in circuit breakers only as "unlimited" (>= 2^32-1, Istio's value): Skiff bounds
  * retries with its retry budget instead.

@@ -21,6 +21,7 @@ import { after, before, describe, it } from 'node:test';
 import { ensureCerts, type TestCerts } from '../helpers/certs.js';
 import { connectRaw, Flag, FrameType, headers, requestBlock } from '../helpers/h2-frames.js';
 import { H3TestClient } from '../helpers/h3-client.js';
+import { h1GetText } from '../helpers/clients.js';
 import { freePort, freePorts, startSkiff, type SkiffProcess } from '../helpers/skiff.js';
 
 const HOST = '127.0.0.1';
@@ -83,20 +84,6 @@ function upstreamDelay(): number {
   return 300 + Math.floor(Math.random() * 501);
 }
 
-function h1Get(port: number, path: string, agent: http.Agent | false): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: HOST, port, path, agent, timeout: 15_000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => { body += d; });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error('client timeout')));
-    req.on('error', reject);
-  });
-}
-
 function h2Get(session: http2.ClientHttp2Session, path: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     let s: http2.ClientHttp2Stream;
@@ -128,7 +115,7 @@ async function h1Worker(run: LoadRun, port: number, w: number): Promise<void> {
     const path = `/d/${upstreamDelay()}/h1-${w}-${i}`;
     const t = performance.now();
     try {
-      const r = await h1Get(port, path, agent);
+      const r = await h1GetText(port, path, agent, 15_000);
       run.record('h1', path, t, r.status, r.body, null);
     } catch (err) {
       run.record('h1', path, t, 0, '', (err as Error).message);
@@ -332,7 +319,7 @@ describe('SIGTERM drain under load (HTTP/1.1, h2c, HTTP/3)', () => {
     const one = async (proto: Proto, path: string): Promise<Outcome> => {
       const t = performance.now();
       try {
-        const r = proto === 'h1' ? await h1Get(plainPort, path, false) : proto === 'h2' ? await h2Get(session, path) : await h3.request(path).then((x) => ({ status: x.status, body: x.body.toString('utf8') }));
+        const r = proto === 'h1' ? await h1GetText(plainPort, path, false, 15_000) : proto === 'h2' ? await h2Get(session, path) : await h3.request(path).then((x) => ({ status: x.status, body: x.body.toString('utf8') }));
         return run.record(proto, path, t, r.status, r.body, null);
       } catch (err) {
         return run.record(proto, path, t, 0, '', (err as Error).message);

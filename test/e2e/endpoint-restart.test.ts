@@ -12,6 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import http2 from 'node:http2';
 import { after, before, describe, it } from 'node:test';
+import { h1GetText } from '../helpers/clients.js';
 import { freePorts, startSkiff, type SkiffProcess } from '../helpers/skiff.js';
 
 const HOST = '127.0.0.1';
@@ -103,20 +104,6 @@ interface LoadResult {
   byEndpoint: Map<string, number>;
 }
 
-function h1Get(port: number, path: string, agent: http.Agent): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: HOST, port, path, agent, timeout: 10_000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => { body += d; });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error('client timeout')));
-    req.on('error', reject);
-  });
-}
-
 function h2Get(session: http2.ClientHttp2Session, path: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const s = session.request({ ':path': path });
@@ -152,7 +139,7 @@ function startLoad(port: number, h1Workers: number, h2Streams: number): { result
       for (let i = 0; !isStopping; i++) {
         const path = `/h1/${w}-${i}`;
         try {
-          note(path, await h1Get(port, path, agent));
+          note(path, await h1GetText(port, path, agent, 10_000));
         } catch (err) {
           result.failures.push(`${path}: ${(err as Error).message}`);
         }

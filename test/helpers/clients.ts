@@ -1,6 +1,7 @@
 // Real command-line clients for end-to-end tests (curl, nghttp), run as child processes,
 // plus a memory probe for a PID.
 import { spawn, spawnSync } from 'node:child_process';
+import http from 'node:http';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -206,6 +207,24 @@ export async function nghttp(url: string, opts: NghttpOptions = {}): Promise<Cli
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * GET http://127.0.0.1:PORT/PATH with node:http; resolves with the status and the body as text.
+ * `timeoutMs` without any socket activity fails the request ('client timeout').
+ */
+export function h1GetText(port: number, path: string, agent: http.Agent | false, timeoutMs: number): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path, agent, timeout: timeoutMs }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => { body += d; });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error('client timeout')));
+    req.on('error', reject);
+  });
 }
 
 /** Open file descriptors of a process, from /proc/PID/fd (Linux only): the leak checks' measure. */
