@@ -358,6 +358,7 @@ function sameListenerLimits(a: Limits, b: Limits): boolean {
     a.requestBodyTimeoutMs === b.requestBodyTimeoutMs &&
     a.keepAliveTimeoutMs === b.keepAliveTimeoutMs &&
     a.maxRequestsPerConnection === b.maxRequestsPerConnection &&
+    a.maxRequestsPerH3Connection === b.maxRequestsPerH3Connection &&
     a.streamBufferBytes === b.streamBufferBytes
   );
 }

@@ -71,12 +71,13 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   // sidecar's sockets and their buffers (~10 KB to ~100 KB each) well under a container's
   // memory while no single workload's fan-in reaches it. Same as the QUIC endpoint's default.
   maxConnections: 10_000,
-  // Unlimited by default, as Envoy's max_requests_per_connection: the GOAWAY Node and Skiff send
-  // is one-step, so requests a client sent before it saw the GOAWAY are refused (retry-safe:
-  // REFUSED_STREAM, H3_REQUEST_REJECTED), which clients that do not retry see as errors (61 of
-  // 1,267,121 in the soak with 10,000). Set it for long-lived HTTP/3 connections: quiche 0.18
-  // remembers every finished stream id of a connection in a set that only grows.
+  // limits.maxRequestsPerConnection unset: unlimited on HTTP/1.1 and HTTP/2, as Envoy's
+  // max_requests_per_connection (Node's HTTP/2 GOAWAY is one-step, so requests a client sent
+  // before it saw the GOAWAY are refused, retry-safe but errors to clients that do not retry);
+  // 10,000 on HTTP/3, whose GOAWAY is two-step (nothing refused), because quiche 0.18 remembers
+  // every finished stream id of a connection in a set that only grows (docs/DESIGN.md, Soak).
   maxRequestsPerConnection: 0,
+  maxRequestsPerH3Connection: 10_000,
   // Shares of V8's heap limit (docs/DESIGN.md "Limits"): connections are refused first, then
   // requests shed, with headroom left for the requests in flight to finish.
   memoryHighWatermark: Object.freeze({ ratio: 0.9, bytes: 0 }),
@@ -287,6 +288,7 @@ function build(raw: RawConfig, source: string, baseDir: string, version: number,
           drainTimeoutMs: raw.limits.drainTimeout ?? DEFAULT_LIMITS.drainTimeoutMs,
           maxConnections: raw.limits.maxConnections ?? DEFAULT_LIMITS.maxConnections,
           maxRequestsPerConnection: raw.limits.maxRequestsPerConnection ?? DEFAULT_LIMITS.maxRequestsPerConnection,
+          maxRequestsPerH3Connection: raw.limits.maxRequestsPerConnection ?? DEFAULT_LIMITS.maxRequestsPerH3Connection,
           memoryHighWatermark: memoryMarkOf(raw.limits.memoryHighWatermark, DEFAULT_LIMITS.memoryHighWatermark),
           memoryConnectionWatermark: memoryMarkOf(raw.limits.memoryConnectionWatermark, DEFAULT_LIMITS.memoryConnectionWatermark),
         });

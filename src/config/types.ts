@@ -175,11 +175,16 @@ export interface Limits {
    */
   readonly maxConnections: number;
   /**
-   * Requests on one downstream connection before Skiff asks the client to open a new one:
-   * HTTP/1.1 `connection: close` on that response, HTTP/2 and HTTP/3 GOAWAY after that stream
-   * (it still completes). 0: no limit.
+   * Requests on one downstream HTTP/1.1 or HTTP/2 connection before Skiff asks the client to
+   * open a new one: HTTP/1.1 `connection: close` on that response, HTTP/2 GOAWAY after that
+   * stream (it still completes). 0: no limit. From `limits.maxRequestsPerConnection`.
    */
   readonly maxRequestsPerConnection: number;
+  /**
+   * The same for HTTP/3 (two-step GOAWAY after that stream): `limits.maxRequestsPerConnection`
+   * when set, else 10,000 (bounds quiche's per-connection set of finished stream ids).
+   */
+  readonly maxRequestsPerH3Connection: number;
   /** Above this heap use new requests get 503 `SKIFF_ERR_LOAD_SHED` with `retry-after` (flag OM). */
   readonly memoryHighWatermark: MemoryMark;
   /** Above this heap use listeners refuse new connections (existing ones keep working). */

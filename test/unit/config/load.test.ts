@@ -79,6 +79,7 @@ describe('parseConfig: valid input', () => {
       drainTimeoutMs: 20_000,
       maxConnections: 10_000,
       maxRequestsPerConnection: 0,
+      maxRequestsPerH3Connection: 10_000,
       memoryHighWatermark: { ratio: 0.9, bytes: 0 },
       memoryConnectionWatermark: { ratio: 0.85, bytes: 0 },
     });
@@ -240,9 +241,22 @@ describe('parseConfig: valid input', () => {
       drainTimeoutMs: 3_600_000,
       maxConnections: 10_000,
       maxRequestsPerConnection: 0,
+      maxRequestsPerH3Connection: 10_000,
       memoryHighWatermark: { ratio: 0.9, bytes: 0 },
       memoryConnectionWatermark: { ratio: 0.85, bytes: 0 },
     });
+  });
+
+  it('limits.maxRequestsPerConnection: unset is none on HTTP/1.1 and HTTP/2 and 10,000 on HTTP/3; set, it applies to all three', () => {
+    const unset = parse(yaml(...MINIMAL));
+    assert.equal(unset.limits.maxRequestsPerConnection, 0);
+    assert.equal(unset.limits.maxRequestsPerH3Connection, 10_000);
+    for (const n of [0, 1, 250_000]) {
+      const s = parse(yaml('limits:', `  maxRequestsPerConnection: ${n}`, ...MINIMAL));
+      assert.equal(s.limits.maxRequestsPerConnection, n);
+      assert.equal(s.limits.maxRequestsPerH3Connection, n);
+    }
+    assert.throws(() => parse(yaml('limits:', '  maxRequestsPerConnection: -1', ...MINIMAL)), /maxRequestsPerConnection/);
   });
 
   it('limits: maxConnections and the memory marks as a share of the heap limit, a size, or 0 (off)', () => {
