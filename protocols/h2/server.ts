@@ -16,6 +16,7 @@ import { ErrorCode, SkiffError } from '../../src/errors.js';
 import type { FrameSource } from '../../src/frames.js';
 import type { ProxyEngine } from '../../src/proxy/engine.js';
 import type { Limits, ListenerConfig } from '../../src/config/types.js';
+import { isValidAuthority } from '../h1/parse.js';
 import { flatToHeaderObject, headerObjectToFlat } from './header-object.js';
 
 const kExchange = Symbol('skiff.h2.exchange');
@@ -256,7 +257,9 @@ export class H2Listener {
     ctx.method = headerString(headers[':method'], 'GET');
     ctx.scheme = this.scheme;
     ctx.path = headerString(headers[':path'], '/');
-    ctx.authority = headerString(headers[':authority'], headerString(headers.host, ''));
+    const authority = headers[':authority'];
+    const host = headers.host;
+    ctx.authority = headerString(authority, headerString(host, ''));
     ctx.rawHeaders = rawHeaders;
     ctx.remoteAddress = stream.session?.socket?.remoteAddress ?? '';
     ctx.peerIdentity = (stream.session as PeerTagged | undefined)?.[kPeerIdentity] ?? '';
@@ -299,6 +302,21 @@ export class H2Listener {
     // Regression: test/e2e/errors.test.ts (431 over HTTP/2).
     if (headerListSize(rawHeaders) > this.maxHeaderBytes) {
       this.engine.reject(ctx, new SkiffError(ErrorCode.HeadersTooLarge, 'downstream', 'request head is too large'));
+      return;
+    }
+    // node:http2 (nghttp2) already resets a stream whose :authority or host holds a character
+    // no authority may hold (space, / ? # \, non-ASCII) with PROTOCOL_ERROR; what it lets
+    // through ('@' userinfo, a port with letters, `[]`, `h:1:2`) the upstream could read
+    // differently from the router: 400, as the HTTP/1.1 listener does for Host. RFC 9113 §8.3.1:
+    // :authority and host, when both present, must be the same. An absent authority ('') passes
+    // here, though nghttp2 resets a request with neither.
+    // Regression: test/e2e/authority.test.ts.
+    if (!isValidAuthority(ctx.authority)) {
+      this.engine.reject(ctx, new SkiffError(ErrorCode.BadRequest, 'downstream', 'invalid :authority'));
+      return;
+    }
+    if (authority !== undefined && host !== undefined && authority !== host) {
+      this.engine.reject(ctx, new SkiffError(ErrorCode.BadRequest, 'downstream', ':authority and host differ'));
       return;
     }
     this.engine.handle(ctx);

@@ -47,6 +47,7 @@ import {
   type QuicError,
   type QuicServerOptions,
 } from '../quic/index.js';
+import { isValidAuthority } from '../h1/parse.js';
 import { checkMeshChain } from '../tls/mesh.js';
 import {
   ControlStreamReader,
@@ -504,7 +505,17 @@ export class H3ServerStream implements DownstreamWriter, FrameSource {
     this.isStarted = true;
     ctx.hasRequestBody = !(this.isRecvDone && ctx.requestBody.totalBytes === 0);
     if (!this.isRecvDone) ctx.requestBody.source = this;
-    this.session.listener.engine.handle(ctx);
+    const engine = this.session.listener.engine;
+    // validateRequestFields (fields.ts) already made the section malformed for a space,
+    // non-ASCII, '@' or :authority != host; this refuses the rest the upstream could read
+    // differently from the router (`a/b`, `h?x`, `h:x`, `[]`): 400, as the HTTP/1.1 listener
+    // does for Host. One call: ctx.authority is :authority, or host when it is absent.
+    // Regression: test/e2e/authority.test.ts.
+    if (!isValidAuthority(ctx.authority)) {
+      engine.reject(ctx, new SkiffError(ErrorCode.BadRequest, 'downstream', 'invalid :authority'));
+      return;
+    }
+    engine.handle(ctx);
   }
 
   // ---- MessageHandler (request side) ----
