@@ -12,7 +12,7 @@ import { UpstreamPools } from './pool/upstream-pools.js';
 import { ConfigStore } from '../mesh/config-store.js';
 import { ConfigFileSource } from '../mesh/file-source.js';
 import { IdentityStore } from '../mesh/identity.js';
-import { XdsSource } from '../mesh/xds/source.js';
+import type { XdsSource } from '../mesh/xds/source.js';
 import { AdminServer, Listener, createConnectors, type AdminResponse } from '../protocols/index.js';
 import { adminResponse } from './admin.js';
 import type { LogLevel } from './config/types.js';
@@ -141,10 +141,14 @@ export class Runtime {
       this.ports.set(cfg.name, port);
       log.info({ listener: cfg.name, address: `${cfg.address.host}:${port}`, protocols: cfg.protocols, direction: cfg.direction }, 'listener on');
     }
+    // Loaded only with an xds block: @grpc/grpc-js and protobufjs cost ~5-13 MiB of RSS that a
+    // sidecar without a control plane should not pay. Before isReady: /ready must see the
+    // source (it waits for the first responses), not a moment without one.
+    const xdsModule = snap.xds === null ? null : await import('../mesh/xds/source.js');
     this.engine.overload.start();
     this.isReady = true;
-    if (snap.xds !== null) {
-      const xds = new XdsSource({ config: snap.xds, base: snap, versions: this.store, apply: (next) => this.applySnapshot(next), log });
+    if (snap.xds !== null && xdsModule !== null) {
+      const xds = new xdsModule.XdsSource({ config: snap.xds, base: snap, versions: this.store, apply: (next) => this.applySnapshot(next), log });
       this.xds = xds;
       xds.start();
       log.info({ server: snap.xds.server, node: snap.xds.node.id, protocol: snap.xds.protocol }, 'xDS client started');
