@@ -200,15 +200,28 @@ function post(): void {
 let h3Client: H3TestClient | null = null;
 let h3Connecting: Promise<H3TestClient> | null = null;
 
+/** Connections given up for a newer one (GOAWAY, closing), closed when their last request ends. */
+const retiring = new Set<H3TestClient>();
+
+function closeIfIdle(c: H3TestClient): void {
+  if (!retiring.has(c) || c.inFlight > 0) return;
+  retiring.delete(c);
+  void c.close().catch(() => undefined);
+}
+
 /** The open HTTP/3 connection, or a promise of a new one (one connect at a time). */
 function h3(): H3TestClient | Promise<H3TestClient> {
   const c = h3Client;
   if (c !== null && !c.isClosing && c.goawayIds.length === 0) return c;
   if (h3Connecting === null) {
     if (c !== null) {
+      // After a GOAWAY the requests still running on the old connection finish there; it is
+      // closed once they are done (closing it at once failed them: 12 "connection closed"
+      // errors in the soak of 2026-11-26 12:01, one per renewal).
       h3Reconnects++;
       h3Client = null;
-      void c.close().catch(() => undefined);
+      retiring.add(c);
+      closeIfIdle(c);
     }
     const p = H3TestClient.connect('127.0.0.1', h3Port, ca as Buffer);
     h3Connecting = p;
@@ -234,10 +247,12 @@ function h3Get(path: string): void {
         clearTimeout(timer);
         const body = r.body.toString('utf8');
         fin(r.status === 200 && body === 'ok', `status ${r.status} body ${body.slice(0, 80)}`);
+        closeIfIdle(client);
       },
       (e: Error) => {
         clearTimeout(timer);
         fin(false, e.message);
+        closeIfIdle(client);
       },
     );
   };

@@ -328,6 +328,11 @@ export class H3TestClient {
     this.session.goawayListener = cb;
   }
 
+  /** Requests sent through request() whose response has not ended. */
+  get inFlight(): number {
+    return this.session.pending.size;
+  }
+
   /** True once the connection is closing, draining or closed (either side). */
   get isClosing(): boolean {
     return this.conn.isDraining;
