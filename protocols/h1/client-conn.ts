@@ -11,7 +11,7 @@
  *
  * Why not undici here (decision log, issue 3): see docs/DESIGN.md.
  */
-import type { Socket } from 'node:net';
+import type { OnReadOpts, Socket } from 'node:net';
 import type { RequestContext } from '../../src/context.js';
 import { addressKey } from '../../src/address.js';
 import { ErrorCode, SkiffError } from '../../src/errors.js';
@@ -22,7 +22,7 @@ import type { ClusterConfig, SocketAddress } from '../../src/config/types.js';
 import { dial } from './dial.js';
 import type { IdentityStore } from '../../mesh/identity.js';
 import { writeChunk, writeLastChunk } from './wire.js';
-import { uncorkAtTickEnd } from './cork.js';
+import { uncorkThisTurn } from './cork.js';
 import { ChunkedDecoder, ParseError, parseResponseHead, type ChunkSink, type HeadLimits } from './parse.js';
 
 const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1');
@@ -56,13 +56,23 @@ export class H1ClientConnector implements Connector {
   }
 
   async connect(endpoint: SocketAddress, cluster: ClusterConfig, events: ConnEvents): Promise<UpstreamConn> {
-    const socket = await dial(endpoint, cluster, ['http/1.1'], this.identity);
+    const socket = await dial(endpoint, cluster, ['http/1.1'], this.identity, READ_INTO_SHARED);
     return new H1ClientConn(addressKey(endpoint), events, socket);
   }
 }
 
 const kConn = Symbol('skiff.h1.client');
-type TaggedSocket = Socket & { [kConn]: H1ClientConn };
+type TaggedSocket = Socket & { [kConn]: H1ClientConn | undefined };
+
+/**
+ * Cleartext upstream sockets read into this one buffer (net's `onread`), shared by every
+ * connection: reads are dispatched one at a time on this thread and `read()` is done with the
+ * bytes before it returns, copying what it keeps (a partial head, body chunks handed on). The
+ * default path allocated a 64 KiB backing store per read, shrank it to the bytes read, and
+ * went through the Readable machinery and a 'data' event (decision log, 2026-11-26).
+ */
+const SHARED_READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+const READ_INTO_SHARED: OnReadOpts = { buffer: SHARED_READ_BUFFER, callback: onSharedRead };
 
 export class H1ClientConn implements UpstreamConn, FrameSink, FrameSource, ChunkSink {
   readonly endpointKey: string;
@@ -91,6 +101,8 @@ export class H1ClientConn implements UpstreamConn, FrameSink, FrameSource, Chunk
   private isCorked: boolean;
   /** Inside `read()`: a finished exchange hands its slot back only after the chunk is done. */
   private isReading: boolean;
+  /** The chunk being read is a view of SHARED_READ_BUFFER: whatever outlives `read()` is copied. */
+  private isBorrowed: boolean;
   private isSlotPending: boolean;
 
   constructor(key: string, events: ConnEvents, socket: Socket) {
@@ -118,6 +130,7 @@ export class H1ClientConn implements UpstreamConn, FrameSink, FrameSource, Chunk
     this.decoder = new ChunkedDecoder();
     this.isCorked = false;
     this.isReading = false;
+    this.isBorrowed = false;
     this.isSlotPending = false;
     (socket as TaggedSocket)[kConn] = this;
     socket.on('data', onData);
@@ -183,7 +196,7 @@ export class H1ClientConn implements UpstreamConn, FrameSink, FrameSource, Chunk
     if (this.isCorked) return;
     this.isCorked = true;
     this.socket.cork();
-    uncorkAtTickEnd(this);
+    uncorkThisTurn(this);
   }
 
   uncork(): void {
@@ -272,7 +285,7 @@ export class H1ClientConn implements UpstreamConn, FrameSink, FrameSource, Chunk
     const end = buf.indexOf(CRLFCRLF);
     if (end < 0) {
       if (buf.length > MAX_RESPONSE_HEAD) this.protocolError('upstream response head is too large');
-      else this.pending = buf;
+      else this.pending = this.keep(buf);
       return false;
     }
     this.pending = null;
@@ -312,6 +325,7 @@ export class H1ClientConn implements UpstreamConn, FrameSink, FrameSource, Chunk
     const ctx = this.ctx as RequestContext;
     const gen = this.gen;
     ctx.responseBody.source = this;
+    ctx.responseMayHaveTrailers = this.resFraming === Framing.Chunked;
     this.phase = Phase.Body;
     (this.handler as UpstreamHandler).onUpstreamHead(ctx, gen, status, head.rawHeaders, isEnd);
     if (this.ctx !== ctx || this.phase !== Phase.Body) return false; // cancelled from inside the callback
@@ -339,12 +353,12 @@ export class H1ClientConn implements UpstreamConn, FrameSink, FrameSource, Chunk
         const avail = buf.length - off;
         const n = avail < this.resRemaining ? avail : this.resRemaining;
         this.resRemaining -= n;
-        ctx.responseBody.push(off === 0 && n === buf.length ? buf : buf.subarray(off, off + n));
+        ctx.responseBody.push(this.keep(off === 0 && n === buf.length ? buf : buf.subarray(off, off + n)));
         if (this.resRemaining === 0 && this.ctx === ctx) this.finish();
         return n;
       }
       case Framing.UntilClose:
-        ctx.responseBody.push(off === 0 ? buf : buf.subarray(off));
+        ctx.responseBody.push(this.keep(off === 0 ? buf : buf.subarray(off)));
         return buf.length - off;
       default:
         return 0;
@@ -353,7 +367,22 @@ export class H1ClientConn implements UpstreamConn, FrameSink, FrameSource, Chunk
 
   onChunkData(data: Buffer): void {
     const ctx = this.ctx;
-    if (ctx !== null) ctx.responseBody.push(data);
+    if (ctx !== null) ctx.responseBody.push(this.keep(data));
+  }
+
+  /** `b` itself, or a copy when it is a view of the shared read buffer. */
+  private keep(b: Buffer): Buffer {
+    return this.isBorrowed ? Buffer.from(b) : b;
+  }
+
+  /** @internal Bytes read into SHARED_READ_BUFFER (only valid during this call). */
+  readBorrowed(view: Buffer): void {
+    this.isBorrowed = true;
+    try {
+      this.read(view);
+    } finally {
+      this.isBorrowed = false;
+    }
   }
 
   onChunkTrailers(raw: string[]): void {
@@ -441,17 +470,24 @@ export class H1ClientConn implements UpstreamConn, FrameSink, FrameSource, Chunk
 }
 
 function onData(this: TaggedSocket, chunk: Buffer): void {
-  this[kConn].read(chunk);
+  (this[kConn] as H1ClientConn).read(chunk);
+}
+function onSharedRead(this: TaggedSocket, nread: number, buf: Uint8Array): boolean {
+  const conn = this[kConn];
+  // Bytes before the connection object exists: the upstream spoke unasked; never use it.
+  if (conn === undefined) this.destroy();
+  else conn.readBorrowed(SHARED_READ_BUFFER.subarray(0, nread));
+  return true;
 }
 function onEnd(this: TaggedSocket): void {
-  this[kConn].onSocketGone(false);
+  (this[kConn] as H1ClientConn).onSocketGone(false);
 }
 function onClose(this: TaggedSocket, hadError: boolean): void {
-  this[kConn].onSocketGone(hadError);
+  (this[kConn] as H1ClientConn).onSocketGone(hadError);
 }
 function onError(): void {
   // 'close' follows.
 }
 function onDrain(this: TaggedSocket): void {
-  this[kConn].onDrainSocket();
+  (this[kConn] as H1ClientConn).onDrainSocket();
 }

@@ -1,16 +1,26 @@
 /**
  * Batched uncorking. A codec corks its socket when it starts writing a message, so the head
- * and the first body bytes leave in one writev; the socket is uncorked at the end of the
- * current tick. One `process.nextTick` serves every socket corked in the same tick (a
- * nextTick per socket allocated a tick object per message: 8% of the bytes allocated per
- * request in bench/alloc.ts).
+ * and the first body bytes leave in one writev; every socket corked during one turn of the
+ * event loop is uncorked together in its check phase (one `setImmediate` for all of them).
+ *
+ * Why the check phase and not the end of the tick: the poll phase runs the read callbacks of
+ * every socket epoll reported, each in its own tick, so uncorking at tick end interleaved
+ * one write system call with each read callback, and every write woke the peer (wrk, the
+ * upstream) on the other vCPU while it was idle, at ~35-40 µs a wake-up on this VM. Issuing
+ * the writes of the whole batch back to back means the first one wakes the peer and the rest
+ * find it running (measured in the decision log, 2026-11-26, "uncork in the check phase"). A message written from a
+ * check-phase callback goes out at the next turn's check phase; the poll between does not
+ * block while an immediate is pending, so it waits for no timer.
+ *
+ * One `setImmediate` serves every socket (a nextTick per socket allocated a tick object per
+ * message: 8% of the bytes allocated per request in bench/alloc.ts).
  */
 export interface Corked {
   uncork(): void;
 }
 
 // Slots are overwritten, never truncated (`length = 0` would drop the backing store and
-// allocate a new one every tick).
+// allocate a new one every turn).
 const queue: (Corked | null)[] = [];
 let count = 0;
 let isScheduled = false;
@@ -26,11 +36,11 @@ function flush(): void {
   count = 0;
 }
 
-/** Uncork `c` at the end of this tick. The caller keeps its own `isCorked` flag. */
-export function uncorkAtTickEnd(c: Corked): void {
+/** Uncork `c` in this turn's check phase. The caller keeps its own `isCorked` flag. */
+export function uncorkThisTurn(c: Corked): void {
   queue[count++] = c;
   if (!isScheduled) {
     isScheduled = true;
-    process.nextTick(flush);
+    setImmediate(flush);
   }
 }

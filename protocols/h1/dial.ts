@@ -14,7 +14,13 @@ import { meshClientOptions } from '../tls/mesh.js';
  * (`tls: mesh`) dial mTLS with `identity`'s current material and check the server's SPIFFE ID
  * (protocols/tls/mesh.ts); never in cleartext: without an identity the connect fails.
  */
-export function dial(ep: SocketAddress, cluster: ClusterConfig, alpn: string[], identity: IdentityStore | null = null): Promise<net.Socket> {
+export function dial(
+  ep: SocketAddress,
+  cluster: ClusterConfig,
+  alpn: string[],
+  identity: IdentityStore | null = null,
+  onread: net.OnReadOpts | null = null,
+): Promise<net.Socket> {
   if (cluster.meshTls && identity === null) {
     return Promise.reject(new SkiffError(ErrorCode.UpstreamConnect, 'upstream', `cluster ${cluster.name}: tls: mesh needs an identity`, false));
   }
@@ -33,7 +39,9 @@ export function dial(ep: SocketAddress, cluster: ClusterConfig, alpn: string[], 
         ALPNProtocols: alpn,
       });
     } else {
-      socket = net.connect({ host: ep.host, port: ep.port, noDelay: true });
+      // `onread` (cleartext only; TLS sockets have no such option): the bytes go to its callback
+      // in its buffer instead of a new Buffer and a 'data' event per read.
+      socket = onread === null ? net.connect({ host: ep.host, port: ep.port, noDelay: true }) : net.connect({ host: ep.host, port: ep.port, noDelay: true, onread });
     }
     // Once Skiff ends its side (HTTP/1.1 after a `connection: close` response, node:http2 at
     // the end of a graceful session close), the fd goes: the kernel finishes the close on its

@@ -20,7 +20,7 @@ import type { FrameSource } from '../../src/frames.js';
 import type { ProxyEngine } from '../../src/proxy/engine.js';
 import type { Limits, ListenerConfig } from '../../src/config/types.js';
 import { writeChunk, writeLastChunk } from './wire.js';
-import { uncorkAtTickEnd } from './cork.js';
+import { uncorkThisTurn } from './cork.js';
 import { ChunkedDecoder, eqLower, hasInvalidHeadByte, ParseError, ParseErrorKind, parseRequestHead, type ChunkSink, type HeadLimits, type RequestHead } from './parse.js';
 
 const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1');
@@ -532,7 +532,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     if (this.isCorked) return;
     this.isCorked = true;
     this.socket.cork();
-    uncorkAtTickEnd(this);
+    uncorkThisTurn(this);
   }
 
   uncork(): void {

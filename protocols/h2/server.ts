@@ -70,8 +70,12 @@ export class H2Exchange implements DownstreamWriter, FrameSource {
       // Regression: test/e2e/grpc.test.ts (unary error status and trailer metadata).
       this.isEnded = true;
       s.respond(headers, { endStream: true });
-    } else {
+    } else if (this.ctx.responseMayHaveTrailers) {
       s.respond(headers, { waitForTrailers: true });
+    } else {
+      // No trailers can come (an HTTP/1.1 upstream with a length): END_STREAM rides on the last
+      // DATA frame, with no 'wantTrailers' round trip and no empty DATA frame after it.
+      s.respond(headers);
     }
   }
 
