@@ -4,13 +4,13 @@
  * event loop is uncorked together in its check phase (one `setImmediate` for all of them).
  *
  * Why the check phase and not the end of the tick: the poll phase runs the read callbacks of
- * every socket epoll reported, each in its own tick, so uncorking at tick end interleaved
- * one write system call with each read callback, and every write woke the peer (wrk, the
- * upstream) on the other vCPU while it was idle, at ~35-40 µs a wake-up on this VM. Issuing
- * the writes of the whole batch back to back means the first one wakes the peer and the rest
- * find it running (measured in the decision log, 2026-11-26, "uncork in the check phase"). A message written from a
- * check-phase callback goes out at the next turn's check phase; the poll between does not
- * block while an immediate is pending, so it waits for no timer.
+ * every socket epoll reported, each in its own tick, so uncorking at tick end put one write
+ * system call between each pair of reads. Issuing the writes of the whole batch back to back
+ * cut proxy CPU per request from 86 to 64-70 µs under wrk -c50 (decision log, 2026-11-26,
+ * "uncork in the check phase"); our reading is that a write which wakes an idle peer on the
+ * other vCPU is what costs (~35-40 µs a cross-core wake-up on this VM), and in a burst only
+ * the first one does. A message written from a check-phase callback goes out at the next
+ * turn's check phase; the poll between does not block while an immediate is pending.
  *
  * One `setImmediate` serves every socket (a nextTick per socket allocated a tick object per
  * message: 8% of the bytes allocated per request in bench/alloc.ts).

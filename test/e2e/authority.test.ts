@@ -15,7 +15,7 @@ import { after, before, describe, it } from 'node:test';
 import { ensureCerts, type TestCerts } from '../helpers/certs.js';
 import { Flag, connectRaw, errorName, headers as headersFrame, literal } from '../helpers/h2-frames.js';
 import { H3TestClient, type H3Response } from '../helpers/h3-client.js';
-import { freePort, freePorts, startSkiff, type SkiffProcess } from '../helpers/skiff.js';
+import { freePort, freePorts, plainAndTlsConfig, startSkiff, type SkiffProcess } from '../helpers/skiff.js';
 
 const HOST = '127.0.0.1';
 
@@ -48,16 +48,7 @@ describe('request authority on HTTP/2 and HTTP/3', () => {
     tlsPort = await freePort({ udp: true });
     let admin: number;
     [admin, plainPort] = await freePorts(2);
-    sk = await startSkiff(`admin: { address: ${HOST}:${admin} }
-listeners:
-  - { name: plain, address: ${HOST}:${plainPort}, protocols: [http1, h2c], routes: r }
-  - { name: tls, address: ${HOST}:${tlsPort}, protocols: [http1, h2, h3], tls: { cert: ${certs.cert}, key: ${certs.key} }, routes: r }
-routes:
-  r:
-    - { match: { prefix: / }, cluster: app }
-clusters:
-  - { name: app, protocol: http1, endpoints: [${HOST}:${upPort}] }
-`);
+    sk = await startSkiff(plainAndTlsConfig({ admin, plain: plainPort, tls: tlsPort, upstream: upPort, cert: certs.cert, key: certs.key }));
   });
 
   after(async () => {

@@ -22,7 +22,7 @@ import { ensureCerts, type TestCerts } from '../helpers/certs.js';
 import { connectRaw, Flag, FrameType, headers, requestBlock } from '../helpers/h2-frames.js';
 import { H3TestClient } from '../helpers/h3-client.js';
 import { h1GetText } from '../helpers/clients.js';
-import { freePort, freePorts, startSkiff, type SkiffProcess } from '../helpers/skiff.js';
+import { freePort, freePorts, plainAndTlsConfig, startSkiff, type SkiffProcess } from '../helpers/skiff.js';
 
 const HOST = '127.0.0.1';
 
@@ -176,17 +176,7 @@ function tryConnect(port: number): Promise<string> {
 }
 
 function config(adminPort: number, plainPort: number, tlsPort: number, upstreamPort: number, certs: TestCerts, drainTimeout: string): string {
-  return `admin: { address: ${HOST}:${adminPort} }
-limits: { drainTimeout: ${drainTimeout} }
-listeners:
-  - { name: plain, address: ${HOST}:${plainPort}, protocols: [http1, h2c], routes: r }
-  - { name: tls, address: ${HOST}:${tlsPort}, protocols: [http1, h2, h3], tls: { cert: ${certs.cert}, key: ${certs.key} }, routes: r }
-routes:
-  r:
-    - { match: { prefix: / }, cluster: app }
-clusters:
-  - { name: app, protocol: http1, endpoints: [${HOST}:${upstreamPort}] }
-`;
+  return plainAndTlsConfig({ admin: adminPort, plain: plainPort, tls: tlsPort, upstream: upstreamPort, cert: certs.cert, key: certs.key }, `drainTimeout: ${drainTimeout}`);
 }
 
 function summary(outcomes: readonly Outcome[]): string {

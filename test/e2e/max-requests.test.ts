@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import { ensureCerts, type TestCerts } from '../helpers/certs.js';
 import { H3TestClient } from '../helpers/h3-client.js';
 import { GOAWAY_NOTICE_ID } from '../../protocols/h3/server.js';
-import { freePort, freePorts, startSkiff, type SkiffProcess } from '../helpers/skiff.js';
+import { freePort, freePorts, plainAndTlsConfig, startSkiff, type SkiffProcess } from '../helpers/skiff.js';
 
 const HOST = '127.0.0.1';
 
@@ -33,17 +33,7 @@ describe('limits.maxRequestsPerConnection', () => {
     tlsPort = await freePort({ udp: true });
     let admin: number;
     [admin, plainPort] = await freePorts(2);
-    sk = await startSkiff(`admin: { address: ${HOST}:${admin} }
-limits: { maxRequestsPerConnection: 3 }
-listeners:
-  - { name: plain, address: ${HOST}:${plainPort}, protocols: [http1, h2c], routes: r }
-  - { name: tls, address: ${HOST}:${tlsPort}, protocols: [http1, h2, h3], tls: { cert: ${certs.cert}, key: ${certs.key} }, routes: r }
-routes:
-  r:
-    - { match: { prefix: / }, cluster: app }
-clusters:
-  - { name: app, protocol: http1, endpoints: [${HOST}:${upPort}] }
-`);
+    sk = await startSkiff(plainAndTlsConfig({ admin, plain: plainPort, tls: tlsPort, upstream: upPort, cert: certs.cert, key: certs.key }, 'maxRequestsPerConnection: 3'));
   });
 
   after(async () => {

@@ -276,3 +276,32 @@ export async function startSkiff(configYaml: string, opts: StartSkiffOptions = {
     exited,
   };
 }
+
+/** The ports and files of `plainAndTlsConfig`. */
+export interface PlainAndTlsPorts {
+  readonly admin: number;
+  readonly plain: number;
+  readonly tls: number;
+  readonly upstream: number;
+  /** PEM file paths for the TLS listener (test/helpers/certs.ts `TestCerts`). */
+  readonly cert: string;
+  readonly key: string;
+}
+
+/**
+ * The config several end-to-end tests share: listener `plain` (HTTP/1.1 and h2c) and listener
+ * `tls` (HTTP/1.1, h2 and HTTP/3 on one port), route table `r` sending everything to the http1
+ * cluster `app` on 127.0.0.1:`upstream`; `limits` is the flow map's body ('' for none).
+ */
+export function plainAndTlsConfig(p: PlainAndTlsPorts, limits = ''): string {
+  return `admin: { address: 127.0.0.1:${p.admin} }
+${limits === '' ? '' : `limits: { ${limits} }\n`}listeners:
+  - { name: plain, address: 127.0.0.1:${p.plain}, protocols: [http1, h2c], routes: r }
+  - { name: tls, address: 127.0.0.1:${p.tls}, protocols: [http1, h2, h3], tls: { cert: ${p.cert}, key: ${p.key} }, routes: r }
+routes:
+  r:
+    - { match: { prefix: / }, cluster: app }
+clusters:
+  - { name: app, protocol: http1, endpoints: [127.0.0.1:${p.upstream}] }
+`;
+}
