@@ -84,8 +84,8 @@ async function startOtlpSink(): Promise<OtlpSink> {
   return sink;
 }
 
-/** A Skiff target; `sampling` null leaves tracing off. */
-function makeSkiffTarget(name: string, label: string, sampling: number | null): TargetDef {
+/** A Skiff target; `sampling` null leaves tracing off; `nodeFlags` go before the script. */
+function makeSkiffTarget(name: string, label: string, sampling: number | null, nodeFlags: readonly string[] = []): TargetDef {
   return {
     name,
     label,
@@ -104,7 +104,7 @@ function makeSkiffTarget(name: string, label: string, sampling: number | null): 
         name,
         core: PROXY_CORE,
         cmd: process.execPath,
-        args: [join(ctx.root, 'dist/src/cli.js'), '--config', cfg],
+        args: [...nodeFlags, join(ctx.root, 'dist/src/cli.js'), '--config', cfg],
         cwd: ctx.root,
       });
       await waitReady(adminPort, server, 15_000);
@@ -121,3 +121,9 @@ export const skiffTarget = makeSkiffTarget('skiff', 'Skiff', null);
 /** Opt-in (`--targets`): the cost of tracing at 1% and 100% sampling. */
 export const skiffTrace1Target = makeSkiffTarget('skiff-trace-1', 'Skiff trace 1%', 0.01);
 export const skiffTrace100Target = makeSkiffTarget('skiff-trace-100', 'Skiff trace 100%', 1);
+/**
+ * Opt-in: Skiff with V8's young generation capped at 2 MiB semi-spaces (Node 20's default is
+ * 16 MiB), to weigh RSS after the runs against throughput in one run (docs/DESIGN.md, "Where
+ * the time goes").
+ */
+export const skiffSemi2Target = makeSkiffTarget('skiff-semi2', 'Skiff semi-space 2 MiB', null, ['--max-semi-space-size=2']);

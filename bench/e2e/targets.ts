@@ -5,7 +5,7 @@ import { haproxyTarget } from './haproxy.js';
 import type { TargetDef } from './layout.js';
 import { directTarget, nginxTarget } from './nginx.js';
 import { fastifyTarget, httpProxyTarget } from './node-proxies.js';
-import { skiffTarget, skiffTrace100Target, skiffTrace1Target } from './skiff.js';
+import { skiffSemi2Target, skiffTarget, skiffTrace100Target, skiffTrace1Target } from './skiff.js';
 
 export const TARGETS: readonly TargetDef[] = [
   directTarget,
@@ -16,7 +16,8 @@ export const TARGETS: readonly TargetDef[] = [
   fastifyTarget,
   skiffTrace1Target,
   skiffTrace100Target,
+  skiffSemi2Target,
 ];
 
-/** Targets run only when named in `--targets` (`npm run bench:tracing` names them). */
-export const OPT_IN_TARGETS: ReadonlySet<string> = new Set([skiffTrace1Target.name, skiffTrace100Target.name]);
+/** Targets run only when named in `--targets` (`npm run bench:tracing` names the tracing ones). */
+export const OPT_IN_TARGETS: ReadonlySet<string> = new Set([skiffTrace1Target.name, skiffTrace100Target.name, skiffSemi2Target.name]);
