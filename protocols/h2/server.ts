@@ -70,12 +70,13 @@ export class H2Exchange implements DownstreamWriter, FrameSource {
       // Regression: test/e2e/grpc.test.ts (unary error status and trailer metadata).
       this.isEnded = true;
       s.respond(headers, { endStream: true });
-    } else if (this.ctx.responseMayHaveTrailers) {
-      s.respond(headers, { waitForTrailers: true });
     } else {
-      // No trailers can come (an HTTP/1.1 upstream with a length): END_STREAM rides on the last
-      // DATA frame, with no 'wantTrailers' round trip and no empty DATA frame after it.
-      s.respond(headers);
+      // Always, even when no trailers can come: waiting for trailers is also what keeps
+      // END_STREAM back until the body's end is known. Without it (tried 2026-11-26 for HTTP/1.1
+      // upstreams with a length), a response the upstream cut mid-body reached the HTTP/2
+      // client as a clean, truncated stream: node's stream.close(code) ends the writable side
+      // first. Regression: test/e2e/upstream-faults.test.ts ("200 repeated faults").
+      s.respond(headers, { waitForTrailers: true });
     }
   }
 
