@@ -41,7 +41,7 @@ export function dial(
     } else {
       // `onread` (cleartext only; TLS sockets have no such option): the bytes go to its callback
       // in its buffer instead of a new Buffer and a 'data' event per read.
-      socket = onread === null ? net.connect({ host: ep.host, port: ep.port, noDelay: true }) : net.connect({ host: ep.host, port: ep.port, noDelay: true, onread });
+      socket = net.connect({ host: ep.host, port: ep.port, noDelay: true, onread: onread ?? undefined });
     }
     // Once Skiff ends its side (HTTP/1.1 after a `connection: close` response, node:http2 at
     // the end of a graceful session close), the fd goes: the kernel finishes the close on its
