@@ -474,7 +474,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
 
   writeError(status: number, code: string, body: string, retryAfter: string): void {
     if (this.isResponseStarted || this.socket.destroyed) {
-      this.socket.destroy();
+      this.cut();
       return;
     }
     this.isResponseStarted = true;
@@ -491,6 +491,18 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
 
   abort(_err: SkiffError): void {
     this.isCloseAfter = true;
+    this.cut();
+  }
+
+  /**
+   * Closes the connection mid-response: what was written this turn (the head, body bytes) is
+   * flushed to the socket first, so the client sees the response start and then the cut, not
+   * an empty reply. `destroy()` alone drops corked writes. Regression: test/e2e/errors.test.ts
+   * ("upstream (h2) reset mid-body: h1 client sees the response cut"), when the upstream's
+   * head and reset arrive in one turn.
+   */
+  private cut(): void {
+    if (this.isCorked) this.uncork();
     this.socket.destroy();
   }
 
@@ -525,7 +537,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
 
   onReset(_err: SkiffError): void {
     this.isCloseAfter = true;
-    this.socket.destroy();
+    this.cut();
   }
 
   private cork(): void {
