@@ -95,6 +95,12 @@ export class RequestContext {
   // ---- response ----
   downstream: DownstreamWriter | null;
   responseStatus: number;
+  /**
+   * Set by the upstream codec before the response head: false when its framing cannot carry
+   * trailers (HTTP/1.1 with a content-length or none), so an HTTP/2 listener ends the stream on
+   * the last DATA frame instead of waiting for trailers that cannot come. True by default.
+   */
+  responseMayHaveTrailers: boolean;
   isResponseStarted: boolean;
   /** The downstream response is finished or aborted. */
   isFinished: boolean;
@@ -155,6 +161,7 @@ export class RequestContext {
     this.responseBody = new FrameQueue(bufferBytes);
     this.downstream = null;
     this.responseStatus = 0;
+    this.responseMayHaveTrailers = true;
     this.isResponseStarted = false;
     this.isFinished = false;
     this.isUpstreamDone = false;
@@ -221,6 +228,7 @@ export class RequestContext {
     this.responseBody.recycle(bufferBytes);
     this.downstream = null;
     this.responseStatus = 0;
+    this.responseMayHaveTrailers = true;
     this.isResponseStarted = false;
     this.isFinished = false;
     this.isUpstreamDone = false;

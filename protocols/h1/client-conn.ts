@@ -325,6 +325,7 @@ export class H1ClientConn implements UpstreamConn, FrameSink, FrameSource, Chunk
     const ctx = this.ctx as RequestContext;
     const gen = this.gen;
     ctx.responseBody.source = this;
+    ctx.responseMayHaveTrailers = this.resFraming === Framing.Chunked;
     this.phase = Phase.Body;
     (this.handler as UpstreamHandler).onUpstreamHead(ctx, gen, status, head.rawHeaders, isEnd);
     if (this.ctx !== ctx || this.phase !== Phase.Body) return false; // cancelled from inside the callback

@@ -33,7 +33,7 @@ const kIdleMs = Symbol('skiff.h2.idleMs');
 const kTotalStreams = Symbol('skiff.h2.totalStreams');
 type CountedSession = http2.ServerHttp2Session & { [kOpenStreams]: number; [kIdleMs]: number; [kTotalStreams]: number };
 
-const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
+const { NGHTTP2_NO_ERROR } = http2.constants;
 /** Receive window of a whole downstream HTTP/2 connection. */
 const CONNECTION_WINDOW = 4 * 1024 * 1024;
 
@@ -45,6 +45,8 @@ export class H2Exchange implements DownstreamWriter, FrameSource {
   trailers: http2.OutgoingHttpHeaders | null;
   isEnded: boolean;
   isRequestDone: boolean;
+  /** 'drain' is listened for (added at the first refused write). */
+  isDrainListened: boolean;
   /** `alt-svc` value for the response ('' for none), from the listener. */
   readonly altSvc: string;
 
@@ -56,6 +58,7 @@ export class H2Exchange implements DownstreamWriter, FrameSource {
     this.trailers = null;
     this.isEnded = false;
     this.isRequestDone = false;
+    this.isDrainListened = false;
     this.altSvc = altSvc;
   }
 
@@ -70,13 +73,15 @@ export class H2Exchange implements DownstreamWriter, FrameSource {
       // Regression: test/e2e/grpc.test.ts (unary error status and trailer metadata).
       this.isEnded = true;
       s.respond(headers, { endStream: true });
-    } else {
-      // Always, even when no trailers can come: waiting for trailers is also what keeps
-      // END_STREAM back until the body's end is known. Without it (tried 2026-11-26 for HTTP/1.1
-      // upstreams with a length), a response the upstream cut mid-body reached the HTTP/2
-      // client as a clean, truncated stream: node's stream.close(code) ends the writable side
-      // first. Regression: test/e2e/upstream-faults.test.ts ("200 repeated faults").
+    } else if (this.ctx.responseMayHaveTrailers) {
+      s.on('wantTrailers', onWantTrailers);
       s.respond(headers, { waitForTrailers: true });
+    } else {
+      // No trailers can come (an HTTP/1.1 upstream with a length): END_STREAM rides on the last
+      // DATA frame, with no 'wantTrailers' round trip and no empty DATA frame after it. An
+      // upstream that cuts the body reaches the client as a reset, never as an end: every
+      // abort goes through resetStream, not stream.close(code).
+      s.respond(headers);
     }
   }
 
@@ -84,7 +89,7 @@ export class H2Exchange implements DownstreamWriter, FrameSource {
     const s = this.stream;
     if (s.destroyed || s.closed) return;
     if (s.headersSent) {
-      s.close(NGHTTP2_INTERNAL_ERROR);
+      resetStream(s, new SkiffError(ErrorCode.Internal, 'internal', body));
       return;
     }
     this.isEnded = true;
@@ -99,13 +104,20 @@ export class H2Exchange implements DownstreamWriter, FrameSource {
     s.end(body);
   }
 
-  abort(_err: SkiffError): void {
-    if (!this.stream.destroyed) this.stream.close(NGHTTP2_INTERNAL_ERROR);
+  abort(err: SkiffError): void {
+    resetStream(this.stream, err);
   }
 
   onData(chunk: Buffer): boolean {
-    if (this.stream.destroyed) return true;
-    return this.stream.write(chunk);
+    const s = this.stream;
+    if (s.destroyed) return true;
+    if (s.write(chunk)) return true;
+    // Listened for only once a write is refused: most responses never fill the stream's buffer.
+    if (!this.isDrainListened) {
+      this.isDrainListened = true;
+      s.on('drain', onStreamDrain);
+    }
+    return false;
   }
 
   onTrailers(raw: readonly string[]): void {
@@ -129,6 +141,17 @@ export class H2Exchange implements DownstreamWriter, FrameSource {
   resumeSource(): void {
     this.stream.resume();
   }
+}
+
+/**
+ * RST_STREAM(INTERNAL_ERROR) with no END_STREAM before it. node's `stream.close(code)` ends the
+ * writable side first: a response that does not wait for trailers then gets an empty DATA frame
+ * with END_STREAM ahead of the reset, and its client sees a clean, truncated body.
+ * `destroy(err)` marks the writable side errored, so it never ends, and resets the stream.
+ * Regression: test/e2e/upstream-faults.test.ts ("200 repeated faults").
+ */
+function resetStream(s: http2.ServerHttp2Stream, err: SkiffError): void {
+  if (!s.destroyed) s.destroy(err);
 }
 
 function onWantTrailers(this: TaggedStream): void {
@@ -288,8 +311,6 @@ export class H2Listener {
       // The N-th stream is served; GOAWAY tells the client to take the next ones elsewhere.
       if (++session[kTotalStreams] === this.maxRequests) session.close();
     }
-    stream.on('wantTrailers', onWantTrailers);
-    stream.on('drain', onStreamDrain);
     stream.on('close', onStreamClose);
     stream.on('error', onStreamError);
     if (ctx.hasRequestBody) {
