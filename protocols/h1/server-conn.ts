@@ -26,6 +26,8 @@ import { ChunkedDecoder, eqLower, hasInvalidHeadByte, ParseError, ParseErrorKind
 const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1');
 const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
 const MAX_FIELDS = 128;
+/** A response body chunk up to this size, arriving in its head's turn, is sent with the head. */
+const MERGE_BODY_MAX = 4096;
 
 const enum ReadState {
   /** Waiting for (or reading) a request head. */
@@ -157,6 +159,12 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
   private isCloseAfter: boolean;
   private trailers: readonly string[] | null;
   private isCorked: boolean;
+  /**
+   * Response text (heads, small bodies as latin1) not yet handed to the socket: written in one
+   * `write` when the turn's writes are flushed (uncork) or before any other write to the
+   * socket. '' when none.
+   */
+  private text: string;
   private isPausedByQueue: boolean;
   /** performance.now() after which the sweep times the connection out; 0 = none. */
   deadline: number;
@@ -183,6 +191,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     this.isCloseAfter = false;
     this.trailers = null;
     this.isCorked = false;
+    this.text = '';
     this.isPausedByQueue = false;
     this.deadline = performance.now() + settings.headersTimeoutMs;
     this.isBetweenRequests = false;
@@ -340,6 +349,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     s.engine.handle(ctx);
     // Expect: 100-continue is answered once the engine did not refuse the request outright.
     if (head.isExpectContinue && ctx.isLive(gen) && !this.isResponseStarted && this.state === ReadState.Body && head.version === 11) {
+      this.flushText();
       this.socket.write(CONTINUE);
     }
   }
@@ -468,8 +478,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     else if (head.version === 10) out += 'connection: keep-alive\r\n';
     if (this.settings.altSvc !== '') out += 'alt-svc: ' + this.settings.altSvc + '\r\n';
     out += '\r\n';
-    this.cork();
-    this.socket.write(out, 'latin1');
+    this.queueText(out);
   }
 
   writeError(status: number, code: string, body: string, retryAfter: string): void {
@@ -481,10 +490,8 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     if (this.state === ReadState.Body || (this.head !== null && this.head.method === 'CONNECT')) this.isCloseAfter = true;
     const head = this.head as RequestHead;
     const payload = head.method === 'HEAD' ? '' : body;
-    this.cork();
-    this.socket.write(
+    this.queueText(
       `${statusLine(status)}content-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-skiff-error: ${code}\r\n${retryAfter !== '' ? `retry-after: ${retryAfter}\r\n` : ''}${this.isCloseAfter ? 'connection: close\r\n' : ''}${this.settings.altSvc !== '' ? `alt-svc: ${this.settings.altSvc}\r\n` : ''}\r\n${payload}`,
-      'latin1',
     );
     this.finishResponse();
   }
@@ -517,10 +524,18 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     switch (this.resFraming) {
       case BodyFraming.Chunked:
         this.cork();
+        this.flushText();
         return writeChunk(socket, chunk);
       case BodyFraming.None:
         return true;
       default:
+        // A small body that follows its head in the same turn rides in the head's write: one
+        // `write` of one string instead of a `writev` of a string and a Buffer.
+        if (this.text !== '' && chunk.length <= MERGE_BODY_MAX) {
+          this.text += chunk.toString('latin1');
+          return true;
+        }
+        this.flushText();
         return socket.write(chunk);
     }
   }
@@ -531,7 +546,10 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
 
   onEnd(): void {
     if (this.socket.destroyed) return;
-    if (this.resFraming === BodyFraming.Chunked) writeLastChunk(this.socket, this.trailers);
+    if (this.resFraming === BodyFraming.Chunked) {
+      this.flushText();
+      writeLastChunk(this.socket, this.trailers);
+    }
     this.finishResponse();
   }
 
@@ -547,8 +565,23 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     uncorkThisTurn(this);
   }
 
+  /** Queues response text for this turn's flush. */
+  private queueText(t: string): void {
+    this.text += t;
+    this.cork();
+  }
+
+  /** Hands the queued text to the socket (still corked: it leaves with the turn's flush). */
+  private flushText(): void {
+    if (this.text === '') return;
+    const t = this.text;
+    this.text = '';
+    if (!this.socket.destroyed) this.socket.write(t, 'latin1');
+  }
+
   uncork(): void {
     this.isCorked = false;
+    this.flushText();
     this.socket.uncork();
   }
 
@@ -584,6 +617,7 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
     this.state = ReadState.Closed;
     this.deadline = performance.now() + Math.min(LINGER_MS, this.settings.keepAliveTimeoutMs);
     if (this.socket.isPaused()) this.socket.resume();
+    this.flushText();
     if (chunk === undefined) this.socket.end();
     else this.socket.end(chunk, 'latin1');
   }
@@ -620,7 +654,10 @@ export class H1ServerConn implements DownstreamWriter, FrameSource, ChunkSink {
       this.bodyError('client closed the connection before the request body ended');
       return;
     }
-    if (this.ctx === null) this.socket.end();
+    if (this.ctx === null) {
+      this.flushText();
+      this.socket.end();
+    }
   }
 
   onClose(): void {
