@@ -16,7 +16,7 @@ import { LogBudget } from '../src/telemetry/log-budget.js';
 import { H1ServerConn, H1ServerSettings } from './h1/server-conn.js';
 import { checkMeshPeer, meshServerOptions, watchRotation } from './tls/mesh.js';
 import { H2Listener } from './h2/server.js';
-import { H3Listener, type H3MeshOptions } from './h3/server.js';
+import type { H3Listener, H3MeshOptions } from './h3/server.js';
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 /** Refused mesh handshakes logged per second per listener; the rest are counted in one line. */
@@ -27,8 +27,16 @@ export class Listener {
   readonly server: net.Server;
   private readonly h1: H1ServerSettings | null;
   private readonly h2: H2Listener | null;
-  /** HTTP/3 on UDP at the same host:port (TLS listeners with `h3` in protocols). */
-  private readonly h3: H3Listener | null;
+  /**
+   * HTTP/3 on UDP at the same host:port (TLS listeners with `h3` in protocols). Created by
+   * `listen()`: the HTTP/3 modules and the QUIC binding (~6 MiB of RSS) are imported only by a
+   * sidecar that serves HTTP/3.
+   */
+  private h3: H3Listener | null;
+  /** What `listen()` needs to create `h3`; null when the listener has no HTTP/3. */
+  private h3Args: { engine: ProxyEngine; arena: ContextArena; limits: Limits; mesh: H3MeshOptions | null } | null;
+  /** A reloaded limits.maxConnections not yet applied to `h3` (set before `listen()`); -1: none. */
+  private h3MaxConnections: number;
   private readonly sockets: Set<net.Socket>;
   /** Downstream connections accepted (TLS: handshake done) and closed, for /metrics. */
   connectionsOpened: number;
@@ -72,7 +80,9 @@ export class Listener {
             onConfigError: (err) => this.log?.error({ listener: config.name, err: err.message }, 'mesh identity rotation: HTTP/3 certificate not updated'),
           }
         : null;
-    this.h3 = (isTls || config.meshTls) && config.protocols.includes('h3') ? new H3Listener(engine, arena, config, limits, h3Mesh) : null;
+    this.h3 = null;
+    this.h3Args = (isTls || config.meshTls) && config.protocols.includes('h3') ? { engine, arena, limits, mesh: h3Mesh } : null;
+    this.h3MaxConnections = -1;
     this.sockets = new Set();
     this.connectionsOpened = 0;
     this.connectionsClosed = 0;
@@ -129,6 +139,7 @@ export class Listener {
   setMaxConnections(n: number): void {
     this.server.maxConnections = n;
     if (this.h3 !== null) this.h3.setMaxConnections(n);
+    else this.h3MaxConnections = n;
   }
 
   /** Connections refused at limits.maxConnections (TCP, plus QUIC Initials dropped). */
@@ -148,10 +159,14 @@ export class Listener {
    */
   async listen(): Promise<number> {
     const port = await this.listenTcp();
-    const h3 = this.h3;
+    const args = this.h3Args;
     const tlsFiles = this.config.tls;
-    if (h3 !== null) {
+    if (args !== null) {
       try {
+        const { H3Listener } = await import('./h3/server.js');
+        const h3 = new H3Listener(args.engine, args.arena, this.config, args.limits, args.mesh);
+        if (this.h3MaxConnections >= 0) h3.setMaxConnections(this.h3MaxConnections);
+        this.h3 = h3;
         // A mesh listener's H3 side takes its certificate from the identity.
         if (tlsFiles === null) await h3.listen({ host: this.config.address.host, port });
         else await h3.listen({ host: this.config.address.host, port, certPem: readFileSync(tlsFiles.cert), keyPem: readFileSync(tlsFiles.key) });
