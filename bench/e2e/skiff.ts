@@ -122,8 +122,10 @@ export const skiffTarget = makeSkiffTarget('skiff', 'Skiff', null);
 export const skiffTrace1Target = makeSkiffTarget('skiff-trace-1', 'Skiff trace 1%', 0.01);
 export const skiffTrace100Target = makeSkiffTarget('skiff-trace-100', 'Skiff trace 100%', 1);
 /**
- * Opt-in: Skiff with V8's young generation capped at 2 MiB semi-spaces (Node 20's default is
- * 16 MiB), to weigh RSS after the runs against throughput in one run (docs/DESIGN.md, "Where
- * the time goes").
+ * Opt-in: Skiff with V8's young generation capped at 2, 4 or 8 MiB semi-spaces (Node 20's
+ * default is 16 MiB), to weigh RSS after the runs against throughput in one run
+ * (docs/DESIGN.md, "Where the time goes").
  */
 export const skiffSemi2Target = makeSkiffTarget('skiff-semi2', 'Skiff semi-space 2 MiB', null, ['--max-semi-space-size=2']);
+export const skiffSemi4Target = makeSkiffTarget('skiff-semi4', 'Skiff semi-space 4 MiB', null, ['--max-semi-space-size=4']);
+export const skiffSemi8Target = makeSkiffTarget('skiff-semi8', 'Skiff semi-space 8 MiB', null, ['--max-semi-space-size=8']);

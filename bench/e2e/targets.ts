@@ -5,7 +5,7 @@ import { haproxyTarget } from './haproxy.js';
 import type { TargetDef } from './layout.js';
 import { directTarget, nginxTarget } from './nginx.js';
 import { fastifyTarget, httpProxyTarget } from './node-proxies.js';
-import { skiffSemi2Target, skiffTarget, skiffTrace100Target, skiffTrace1Target } from './skiff.js';
+import { skiffSemi2Target, skiffSemi4Target, skiffSemi8Target, skiffTarget, skiffTrace100Target, skiffTrace1Target } from './skiff.js';
 
 export const TARGETS: readonly TargetDef[] = [
   directTarget,
@@ -17,7 +17,11 @@ export const TARGETS: readonly TargetDef[] = [
   skiffTrace1Target,
   skiffTrace100Target,
   skiffSemi2Target,
+  skiffSemi4Target,
+  skiffSemi8Target,
 ];
 
 /** Targets run only when named in `--targets` (`npm run bench:tracing` names the tracing ones). */
-export const OPT_IN_TARGETS: ReadonlySet<string> = new Set([skiffTrace1Target.name, skiffTrace100Target.name, skiffSemi2Target.name]);
+export const OPT_IN_TARGETS: ReadonlySet<string> = new Set(
+  [skiffTrace1Target, skiffTrace100Target, skiffSemi2Target, skiffSemi4Target, skiffSemi8Target].map((t) => t.name),
+);
