@@ -47,3 +47,32 @@ export const fastifyTarget: TargetDef = {
     return { name: 'fastify', h1Port: port, h2Port, h2Note: null, server, stop: () => server.stop() };
   },
 };
+
+/**
+ * Opt-in: the least Node can do per scenario (bench/e2e/target-node-floor.ts): a raw `net`
+ * pipe for HTTP/1.1, a minimal node:http2 -> HTTP/1.1 forwarder for HTTP/2. Not a proxy: a
+ * floor to read Skiff's figures against in the same run.
+ */
+export const nodeFloorTarget: TargetDef = {
+  name: 'node-floor',
+  label: 'Node floor (raw pipe / bare node:http2)',
+  needs: [],
+  async start(ctx: TargetContext): Promise<RunningTarget> {
+    const [port, h2Port] = await freePorts(2);
+    const server = startServer({
+      name: 'node-floor',
+      core: PROXY_CORE,
+      cmd: process.execPath,
+      args: [
+        join(ctx.root, 'dist/bench/e2e/target-node-floor.js'),
+        '--port', String(port),
+        '--h2-port', String(h2Port),
+        '--upstream', String(ctx.upstream.h1Port),
+      ],
+      cwd: ctx.root,
+    });
+    await waitForPort(port, 15_000, server);
+    await waitForPort(h2Port, 15_000, server);
+    return { name: 'node-floor', h1Port: port, h2Port, h2Note: null, server, stop: () => server.stop() };
+  },
+};

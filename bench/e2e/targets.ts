@@ -4,7 +4,7 @@
 import { haproxyTarget } from './haproxy.js';
 import type { TargetDef } from './layout.js';
 import { directTarget, nginxTarget } from './nginx.js';
-import { fastifyTarget, httpProxyTarget } from './node-proxies.js';
+import { fastifyTarget, httpProxyTarget, nodeFloorTarget } from './node-proxies.js';
 import { skiffSemi2Target, skiffSemi4Target, skiffSemi8Target, skiffTarget, skiffTrace100Target, skiffTrace1Target } from './skiff.js';
 
 export const TARGETS: readonly TargetDef[] = [
@@ -19,9 +19,10 @@ export const TARGETS: readonly TargetDef[] = [
   skiffSemi2Target,
   skiffSemi4Target,
   skiffSemi8Target,
+  nodeFloorTarget,
 ];
 
 /** Targets run only when named in `--targets` (`npm run bench:tracing` names the tracing ones). */
 export const OPT_IN_TARGETS: ReadonlySet<string> = new Set(
-  [skiffTrace1Target, skiffTrace100Target, skiffSemi2Target, skiffSemi4Target, skiffSemi8Target].map((t) => t.name),
+  [skiffTrace1Target, skiffTrace100Target, skiffSemi2Target, skiffSemi4Target, skiffSemi8Target, nodeFloorTarget].map((t) => t.name),
 );
