@@ -2,6 +2,7 @@
 import type { ClusterConfig, SocketAddress } from '../src/config/types.js';
 import type { ConnEvents, Connector, ConnectorSet, UpstreamConn } from '../src/pool/types.js';
 import type { IdentityStore } from '../mesh/identity.js';
+import { ErrorCode, SkiffError } from '../src/errors.js';
 import { H1ClientConnector } from './h1/client-conn.js';
 import { H2Connector } from './h2/upstream.js';
 
@@ -28,7 +29,14 @@ class LazyH3Connector implements Connector {
   }
 
   async connect(endpoint: SocketAddress, cluster: ClusterConfig, events: ConnEvents): Promise<UpstreamConn> {
-    this.real ??= import('./h3/upstream.js').then((m) => new m.H3Connector(this.identity));
+    this.real ??= import('./h3/upstream.js').then(
+      (m) => new m.H3Connector(this.identity),
+      (err: unknown) => {
+        // The QUIC binding could not load (no prebuilt addon for this platform): every HTTP/3
+        // connect fails with the reason, the rest of the sidecar keeps serving.
+        throw new SkiffError(ErrorCode.UpstreamConnect, 'upstream', `HTTP/3 unavailable: ${err instanceof Error ? err.message : String(err)}`, false, err);
+      },
+    );
     return (await this.real).connect(endpoint, cluster, events);
   }
 }

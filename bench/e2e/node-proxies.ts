@@ -24,28 +24,34 @@ export const httpProxyTarget: TargetDef = {
   },
 };
 
+/**
+ * Starts `dist/bench/e2e/<script>` on PROXY_CORE with `--port`, `--h2-port` and `--upstream`,
+ * and waits for both ports.
+ */
+async function startTwoPortScript(ctx: TargetContext, name: string, processName: string, script: string): Promise<RunningTarget> {
+  const [port, h2Port] = await freePorts(2);
+  const server = startServer({
+    name: processName,
+    core: PROXY_CORE,
+    cmd: process.execPath,
+    args: [
+      join(ctx.root, 'dist/bench/e2e', script),
+      '--port', String(port),
+      '--h2-port', String(h2Port),
+      '--upstream', String(ctx.upstream.h1Port),
+    ],
+    cwd: ctx.root,
+  });
+  await waitForPort(port, 15_000, server);
+  await waitForPort(h2Port, 15_000, server);
+  return { name, h1Port: port, h2Port, h2Note: null, server, stop: () => server.stop() };
+}
+
 export const fastifyTarget: TargetDef = {
   name: 'fastify',
   label: '@fastify/http-proxy',
   needs: [],
-  async start(ctx: TargetContext): Promise<RunningTarget> {
-    const [port, h2Port] = await freePorts(2);
-    const server = startServer({
-      name: '@fastify/http-proxy',
-      core: PROXY_CORE,
-      cmd: process.execPath,
-      args: [
-        join(ctx.root, 'dist/bench/e2e/target-fastify.js'),
-        '--port', String(port),
-        '--h2-port', String(h2Port),
-        '--upstream', String(ctx.upstream.h1Port),
-      ],
-      cwd: ctx.root,
-    });
-    await waitForPort(port, 15_000, server);
-    await waitForPort(h2Port, 15_000, server);
-    return { name: 'fastify', h1Port: port, h2Port, h2Note: null, server, stop: () => server.stop() };
-  },
+  start: (ctx: TargetContext) => startTwoPortScript(ctx, 'fastify', '@fastify/http-proxy', 'target-fastify.js'),
 };
 
 /**
@@ -57,22 +63,5 @@ export const nodeFloorTarget: TargetDef = {
   name: 'node-floor',
   label: 'Node floor (raw pipe / bare node:http2)',
   needs: [],
-  async start(ctx: TargetContext): Promise<RunningTarget> {
-    const [port, h2Port] = await freePorts(2);
-    const server = startServer({
-      name: 'node-floor',
-      core: PROXY_CORE,
-      cmd: process.execPath,
-      args: [
-        join(ctx.root, 'dist/bench/e2e/target-node-floor.js'),
-        '--port', String(port),
-        '--h2-port', String(h2Port),
-        '--upstream', String(ctx.upstream.h1Port),
-      ],
-      cwd: ctx.root,
-    });
-    await waitForPort(port, 15_000, server);
-    await waitForPort(h2Port, 15_000, server);
-    return { name: 'node-floor', h1Port: port, h2Port, h2Note: null, server, stop: () => server.stop() };
-  },
+  start: (ctx: TargetContext) => startTwoPortScript(ctx, 'node-floor', 'node-floor', 'target-node-floor.js'),
 };
