@@ -10,6 +10,7 @@ import https from 'node:https';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { ensureCerts, type TestCerts } from '../helpers/certs.js';
+import { h1GetText } from '../helpers/clients.js';
 import { H3TestClient } from '../helpers/h3-client.js';
 import { freePort, freePorts, plainAndTlsConfig, startSkiff, type SkiffProcess } from '../helpers/skiff.js';
 
@@ -21,20 +22,7 @@ function hasQuicAddon(pid: number): boolean {
   return QUIC_ADDON.test(readFileSync(`/proc/${pid}/maps`, 'utf8'));
 }
 
-function get(port: number, path: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: HOST, port, path, agent: false }, (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => (body += d));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      })
-      .on('error', reject);
-  });
-}
-
-describe('modules loaded on demand', { skip: process.platform !== 'linux' ? 'reads /proc/PID/maps' : false }, () => {
+describe('modules loaded on demand', () => {
   let certs: TestCerts;
   let upstream: http.Server;
   let upPort = 0;
@@ -64,7 +52,7 @@ clusters:
 `);
     try {
       assert.equal(hasQuicAddon(sk.pid), false, 'mapped at start');
-      const r = await get(plain, '/x');
+      const r = await h1GetText(plain, '/x', false, 5000);
       assert.deepEqual(r, { status: 200, body: 'ok /x' });
       assert.equal(hasQuicAddon(sk.pid), false, 'mapped after a request');
     } finally {
